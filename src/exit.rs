@@ -1,0 +1,138 @@
+//! The exit codes of the contract, and the one typed error that carries one.
+//!
+//! Every failure that the user must be able to tell apart by exit code is a [`Failure`] with an
+//! [`ExitCode`]; anything else that goes wrong is an internal error (exit 1). The mapping from
+//! result to number lives here and nowhere else.
+
+use std::fmt;
+
+/// What a run ended with. The discriminants are the process exit codes of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitCode {
+    /// Nothing to do, or updated and restarted, or (`check`) an update is pending.
+    Success = 0,
+    /// An unexpected internal error.
+    Internal = 1,
+    /// Bad flag or config, not a git checkout, detached HEAD, unknown remote or branch.
+    Usage = 2,
+    /// The fetch failed; transient, the next run retries.
+    FetchFailed = 3,
+    /// Local changes would be overwritten; nothing was touched.
+    RefusedLocalChanges = 4,
+    /// The checkout has commits the remote branch lacks; nothing was touched.
+    RefusedNotFastForward = 5,
+    /// The code is updated but the restart failed; the next run retries the restart.
+    RestartFailed = 6,
+    /// Another pullstart run holds the lock.
+    Locked = 7,
+    /// Dependency or image files changed and the policy says stop.
+    RebuildRequired = 8,
+    /// Only with `--detailed-exitcode`: an update was applied (or, for `check`, is pending).
+    Updated = 10,
+}
+
+impl ExitCode {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The `result` field of the JSON output for a failure with this code.
+    pub fn failure_result(self) -> &'static str {
+        match self {
+            ExitCode::Success | ExitCode::Updated => "updated",
+            ExitCode::Internal => "error",
+            ExitCode::Usage => "usage_error",
+            ExitCode::FetchFailed => "fetch_failed",
+            ExitCode::RefusedLocalChanges => "refused_local_changes",
+            ExitCode::RefusedNotFastForward => "refused_not_fast_forward",
+            ExitCode::RestartFailed => "restart_failed",
+            ExitCode::Locked => "locked",
+            ExitCode::RebuildRequired => "rebuild_required",
+        }
+    }
+
+    /// The table printed in `--help` and kept equal to the README's (a test compares them).
+    pub const TABLE: &'static str = "\
+Exit codes:
+  0   success: nothing to do, or updated and restarted (check: an update is pending)
+  1   unexpected internal error
+  2   usage or configuration error (bad flag or config, not a git checkout, detached HEAD,
+      unknown remote, branch missing on the remote)
+  3   fetch failed (network, auth, timeout): transient, the next run retries
+  4   refused: local changes would be overwritten; nothing was touched
+  5   refused: the checkout has commits the remote branch lacks; nothing was touched
+  6   the code is updated but the restart failed; the next run retries the restart
+  7   another pullstart run holds the lock; skipped
+  8   dependency or image files changed and the policy says stop
+  10  with --detailed-exitcode: an update was applied (check: is pending)";
+}
+
+/// A failure whose kind decides the exit code. The message is the one line the user sees:
+/// it names the cause and the remedy. Lower-level causes travel as anyhow context behind it
+/// and are printed only with `--verbose`.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
+        Failure { code, message: message.into() }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(ExitCode::Usage, message)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Shorthand for `Err(Failure::new(code, message).into())`.
+pub fn fail<T>(code: ExitCode, message: impl Into<String>) -> anyhow::Result<T> {
+    Err(Failure::new(code, message).into())
+}
+
+/// The exit code an error maps to: the outermost [`Failure`] in its chain, else internal.
+pub fn code_of(err: &anyhow::Error) -> ExitCode {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Failure>())
+        .map_or(ExitCode::Internal, |failure| failure.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_the_contract() {
+        let table = [
+            (ExitCode::Success, 0),
+            (ExitCode::Internal, 1),
+            (ExitCode::Usage, 2),
+            (ExitCode::FetchFailed, 3),
+            (ExitCode::RefusedLocalChanges, 4),
+            (ExitCode::RefusedNotFastForward, 5),
+            (ExitCode::RestartFailed, 6),
+            (ExitCode::Locked, 7),
+            (ExitCode::RebuildRequired, 8),
+            (ExitCode::Updated, 10),
+        ];
+        for (code, number) in table {
+            assert_eq!(code.code(), number, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn failure_inside_context_keeps_its_code() {
+        let err = anyhow::Error::from(Failure::new(ExitCode::FetchFailed, "x")).context("outer");
+        assert_eq!(code_of(&err), ExitCode::FetchFailed);
+        assert_eq!(code_of(&anyhow::anyhow!("plain")), ExitCode::Internal);
+    }
+}
