@@ -1,0 +1,400 @@
+//! Apply: the only code that writes the worktree, the index and the branch ref.
+//!
+//! gix 0.90 has no "update an existing worktree", so this is hand-written (gix-notes §6-8):
+//! remove what the update deletes, write what it adds or changes beside its final path and
+//! rename it into place, then write the index for the new tree with fresh stat data, then move
+//! the branch. Only the planned paths are touched; every other file keeps content, mtime and
+//! inode. The guard has already proven that nothing written here overwrites local work.
+
+use std::ffi::OsStr;
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use gix::bstr::{BStr, ByteSlice};
+use gix::index::entry::{Flags, Mode, Stage, Stat};
+use gix::objs::tree::EntryKind;
+use gix::refs::transaction::{Change as RefChange, LogChange, PreviousValue, RefEdit, RefLog};
+use gix::refs::Target;
+
+use crate::checkout::Checkout;
+use crate::plan::{Change, Plan};
+
+/// The reflog message of the branch move, as the contract promises.
+pub const REFLOG_MESSAGE: &str = "pullstart: fast-forward";
+
+/// Carry out `plan` on the worktree, then the index (under the lock the caller holds), then the
+/// branch ref. `index` is the index as the guard checked it.
+pub fn apply(
+    checkout: &Checkout,
+    plan: &Plan,
+    mut index: gix::index::File,
+    index_lock: gix::lock::File,
+) -> anyhow::Result<()> {
+    let repo = &checkout.repo;
+    let workdir = checkout.workdir.as_path();
+    edit_index(&mut index, &plan.changes);
+
+    for change in plan.changes.iter().filter(|c| c.old.is_some()) {
+        remove_old(workdir, change)?;
+    }
+    let mut filters = worktree_filters(repo, &index)?;
+    for change in plan.changes.iter().filter(|c| c.new.is_some()) {
+        let stat = write_new(repo, &mut filters, workdir, change)?;
+        set_stat(&mut index, change.path.as_bstr(), stat);
+    }
+    write_index(index, index_lock)?;
+    move_branch(checkout, plan)
+}
+
+/// Turn the old index into the new tree's index by editing only the changed paths, so that
+/// entries of untouched paths keep their stat data (and nothing needs re-hashing afterwards).
+fn edit_index(index: &mut gix::index::State, changes: &[Change]) {
+    // The cached trees describe the old tree; git rebuilds the cache when it needs it.
+    index.remove_tree();
+    index.remove_resolve_undo();
+    let removed: std::collections::HashSet<&BStr> = changes
+        .iter()
+        .filter(|c| c.new.is_none())
+        .map(|c| c.path.as_bstr())
+        .collect();
+    index.remove_entries(|_, path, _| removed.contains(path));
+    let mut added = false;
+    for change in changes {
+        let Some(new) = change.new else { continue };
+        let mode = index_mode(new.kind);
+        match index.entry_index_by_path_and_stage(change.path.as_bstr(), Stage::Unconflicted) {
+            Some(i) => {
+                let entry = &mut index.entries_mut()[i];
+                entry.id = new.id;
+                entry.mode = mode;
+                entry.stat = Stat::default();
+                entry.flags = Flags::empty();
+            }
+            None => {
+                index.dangerously_push_entry(
+                    Stat::default(),
+                    new.id,
+                    Flags::empty(),
+                    mode,
+                    change.path.as_bstr(),
+                );
+                added = true;
+            }
+        }
+    }
+    if added {
+        index.sort_entries();
+    }
+}
+
+fn index_mode(kind: EntryKind) -> Mode {
+    match kind {
+        EntryKind::Blob => Mode::FILE,
+        EntryKind::BlobExecutable => Mode::FILE_EXECUTABLE,
+        EntryKind::Link => Mode::SYMLINK,
+        EntryKind::Commit => Mode::COMMIT,
+        EntryKind::Tree => Mode::DIR,
+    }
+}
+
+fn set_stat(index: &mut gix::index::State, path: &BStr, stat: Stat) {
+    if let Some(i) = index.entry_index_by_path_and_stage(path, Stage::Unconflicted) {
+        index.entries_mut()[i].stat = stat;
+    }
+}
+
+/// Remove the old entry at a path the update deletes or replaces with another type. A file that
+/// the new tree replaces with a file or symlink is left for the rename in `write_new`, so the
+/// path is never missing.
+fn remove_old(workdir: &Path, change: &Change) -> anyhow::Result<()> {
+    let old = change
+        .old
+        .expect("only called for changes with an old side");
+    let replaced_in_place = change.new.is_some_and(|new| new.kind != EntryKind::Commit)
+        && old.kind != EntryKind::Commit;
+    if replaced_in_place {
+        return Ok(());
+    }
+    let abs = safe_path(workdir, change.path.as_bstr())?;
+    let Some(abs) = abs else { return Ok(()) }; // a leading directory is already gone
+    match std::fs::symlink_metadata(&abs) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => {
+            return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))
+        }
+        Ok(m) if m.is_dir() => {
+            // A submodule's directory: removed only when empty, as git does.
+            if let Err(err) = std::fs::remove_dir(&abs) {
+                if err.kind() != std::io::ErrorKind::DirectoryNotEmpty {
+                    return Err(err)
+                        .with_context(|| format!("failed to remove `{}`", abs.display()));
+                }
+            }
+        }
+        Ok(_) => std::fs::remove_file(&abs)
+            .with_context(|| format!("failed to remove `{}`", abs.display()))?,
+    }
+    if let Some(parent) = abs.parent() {
+        remove_empty_dirs_upward(parent, workdir)?;
+    }
+    Ok(())
+}
+
+fn remove_empty_dirs_upward(dir: &Path, workdir: &Path) -> anyhow::Result<()> {
+    if dir == workdir {
+        return Ok(());
+    }
+    match gix::fs::dir::remove::empty_upward_until_boundary(dir, workdir) {
+        Ok(_) => Ok(()),
+        Err(err)
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(err)
+            .with_context(|| format!("failed to remove empty directory `{}`", dir.display())),
+    }
+}
+
+/// `workdir/path`, after checking that every leading component below the worktree is a real
+/// directory: never a symlink (writing through it could land outside the worktree) and never a
+/// file. `Ok(None)` when a leading component does not exist.
+fn safe_path(workdir: &Path, path: &BStr) -> anyhow::Result<Option<PathBuf>> {
+    let mut abs = workdir.to_path_buf();
+    let components: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+    let (last, leading) = components
+        .split_last()
+        .expect("split yields at least one item");
+    for component in leading {
+        abs.push(Path::new(OsStr::from_bytes(component)));
+        match std::fs::symlink_metadata(&abs) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!(
+                "refusing to write through `{}`: it is not a directory",
+                abs.display()
+            ),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => {
+                return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))
+            }
+        }
+    }
+    abs.push(Path::new(OsStr::from_bytes(last)));
+    Ok(Some(abs))
+}
+
+/// Create the leading directories of `path` one component at a time, refusing any component
+/// that exists as something other than a real directory.
+fn create_leading_dirs(workdir: &Path, path: &BStr) -> anyhow::Result<PathBuf> {
+    let mut abs = workdir.to_path_buf();
+    let components: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+    let (last, leading) = components
+        .split_last()
+        .expect("split yields at least one item");
+    for component in leading {
+        abs.push(Path::new(OsStr::from_bytes(component)));
+        match std::fs::symlink_metadata(&abs) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!(
+                "refusing to write through `{}`: it is not a directory",
+                abs.display()
+            ),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&abs)
+                    .with_context(|| format!("failed to create directory `{}`", abs.display()))?;
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))
+            }
+        }
+    }
+    abs.push(Path::new(OsStr::from_bytes(last)));
+    Ok(abs)
+}
+
+/// The smudge side of git's filters (eol, ident, filter drivers), with `.gitattributes` read
+/// from the new index so that an update that changes them applies them, as a checkout would.
+fn worktree_filters<'repo>(
+    repo: &'repo gix::Repository,
+    index: &gix::index::State,
+) -> anyhow::Result<gix::filter::Pipeline<'repo>> {
+    let attributes = repo
+        .attributes_only(
+            index,
+            gix::worktree::stack::state::attributes::Source::IdMapping,
+        )
+        .context("failed to read .gitattributes of the new tree")?;
+    gix::filter::Pipeline::new(repo, attributes.detach()).context("failed to set up git filters")
+}
+
+/// Write the new side of `change` beside its path and rename it into place; return the stat
+/// data of what is now at the path, for the index.
+fn write_new(
+    repo: &gix::Repository,
+    filters: &mut gix::filter::Pipeline<'_>,
+    workdir: &Path,
+    change: &Change,
+) -> anyhow::Result<Stat> {
+    let new = change.new.expect("only called for changes with a new side");
+    let path = change.path.as_bstr();
+    let abs = create_leading_dirs(workdir, path)?;
+    match new.kind {
+        EntryKind::Commit => {
+            // A submodule: git creates its (empty) directory and leaves the content alone.
+            match std::fs::create_dir(&abs) {
+                Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(err)
+                        .with_context(|| format!("failed to create directory `{}`", abs.display()))
+                }
+                _ => {}
+            }
+            return Ok(Stat::default());
+        }
+        EntryKind::Tree => unreachable!("plans hold no tree entries"),
+        EntryKind::Link => {
+            let blob = repo
+                .find_blob(new.id)
+                .with_context(|| format!("failed to read blob {} for `{path}`", new.id))?;
+            let target = PathBuf::from(OsStr::from_bytes(&blob.data));
+            replace_with(&abs, |tmp| std::os::unix::fs::symlink(&target, tmp))?;
+        }
+        EntryKind::Blob | EntryKind::BlobExecutable => {
+            let blob = repo
+                .find_blob(new.id)
+                .with_context(|| format!("failed to read blob {} for `{path}`", new.id))?;
+            let content = smudge(filters, path, &blob.data)?;
+            let mode = if new.kind == EntryKind::BlobExecutable {
+                0o777
+            } else {
+                0o666
+            };
+            replace_with(&abs, |tmp| {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .open(tmp)?;
+                file.write_all(&content)?;
+                // `mode` above is masked by the umask; an existing temp name is impossible (create_new).
+                Ok(())
+            })?;
+        }
+    }
+    let metadata = gix::index::fs::Metadata::from_path_no_follow(&abs)
+        .with_context(|| format!("failed to inspect `{}` after writing it", abs.display()))?;
+    Stat::from_fs(&metadata)
+        .with_context(|| format!("failed to read the times of `{}`", abs.display()))
+}
+
+fn smudge(
+    filters: &mut gix::filter::Pipeline<'_>,
+    path: &BStr,
+    data: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    use gix::filter::plumbing::driver::apply::{Delay, MaybeDelayed};
+    use gix::filter::plumbing::pipeline::convert::{to_worktree, ToWorktreeOutcome};
+    let options = to_worktree::Options {
+        can_delay: Delay::Forbid,
+        ..Default::default()
+    };
+    Ok(
+        match filters
+            .convert_to_worktree(data, path, options)
+            .with_context(|| format!("failed to filter `{path}`"))?
+        {
+            ToWorktreeOutcome::Unchanged(bytes) => bytes.to_vec(),
+            ToWorktreeOutcome::Buffer(bytes) => bytes.to_vec(),
+            ToWorktreeOutcome::Process(MaybeDelayed::Immediate(mut reader)) => {
+                let mut out = Vec::new();
+                reader
+                    .read_to_end(&mut out)
+                    .with_context(|| format!("filter for `{path}` failed"))?;
+                out
+            }
+            ToWorktreeOutcome::Process(MaybeDelayed::Delayed(_)) => {
+                bail!("filter for `{path}` delayed its output, which pullstart forbids")
+            }
+        },
+    )
+}
+
+/// Create the new content at a temporary name in the same directory, then rename it over
+/// `abs`, so that readers see the old file or the new one, never a half-written one.
+fn replace_with(abs: &Path, create: impl Fn(&Path) -> std::io::Result<()>) -> anyhow::Result<()> {
+    let tmp = temporary_sibling(abs);
+    if let Err(err) = create(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err).with_context(|| format!("failed to write `{}`", tmp.display()));
+    }
+    if let Err(err) = std::fs::rename(&tmp, abs) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err).with_context(|| {
+            format!(
+                "failed to rename `{}` to `{}`",
+                tmp.display(),
+                abs.display()
+            )
+        });
+    }
+    Ok(())
+}
+
+/// `dir/.name.pullstart-<pid>.tmp`: recognisable, so a run killed mid-write leaves a name that
+/// says whose it is.
+fn temporary_sibling(abs: &Path) -> PathBuf {
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    abs.with_file_name(format!(".{name}.pullstart-{}.tmp", std::process::id()))
+}
+
+/// Write the index through the lock taken before the guard ran, then rename it into place.
+fn write_index(index: gix::index::File, mut lock: gix::lock::File) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(&mut lock);
+    index
+        .write_to(&mut out, gix::index::write::Options::default())
+        .context("failed to write the new index")?;
+    out.flush().context("failed to write the new index")?;
+    drop(out);
+    lock.commit()
+        .map_err(|err| err.error)
+        .context("failed to move the new index into place")?;
+    Ok(())
+}
+
+/// Move the checked-out branch (and HEAD's reflog) to the tip, expecting it where it was.
+fn move_branch(checkout: &Checkout, plan: &Plan) -> anyhow::Result<()> {
+    let expected = match plan.head {
+        Some(head) => PreviousValue::MustExistAndMatch(Target::Object(head)),
+        None => PreviousValue::MustNotExist,
+    };
+    let edit = RefEdit {
+        change: RefChange::Update {
+            log: LogChange {
+                mode: RefLog::AndReference,
+                force_create_reflog: false,
+                message: REFLOG_MESSAGE.into(),
+            },
+            expected,
+            new: Target::Object(plan.tip),
+        },
+        name: "HEAD".try_into().expect("valid name"),
+        deref: true,
+    };
+    checkout.repo.edit_reference(edit).with_context(|| {
+        format!(
+            "failed to move `{}` to {}",
+            checkout.branch.as_bstr(),
+            plan.tip
+        )
+    })?;
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Open the checkout and find out what to follow: the checked-out branch, its HEAD commit, and
+//! the remote branch it tracks. Nothing here writes anything.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use gix::bstr::ByteSlice;
+use gix::refs::FullName;
+use gix::remote::Direction;
+use gix::ObjectId;
+
+use crate::exit::{ExitCode, Failure};
+use crate::settings::Settings;
+
+/// An open checkout and the branch pullstart fast-forwards in it.
+pub struct Checkout {
+    pub repo: gix::Repository,
+    pub workdir: PathBuf,
+    /// The checked-out local branch, e.g. `refs/heads/main`.
+    pub branch: FullName,
+    /// The commit HEAD points to; `None` while the branch is unborn (cloned from an empty remote).
+    pub head: Option<ObjectId>,
+    /// The remote to fetch from, e.g. `origin`.
+    pub remote: String,
+    /// The branch's name on that remote, e.g. `main`.
+    pub remote_branch: String,
+}
+
+impl Checkout {
+    /// The local branch's short name, e.g. `main`.
+    pub fn branch_name(&self) -> String {
+        self.branch.shorten().to_str_lossy().into_owned()
+    }
+
+    /// Where the git directory is (`.git`, or a linked worktree's own directory).
+    pub fn git_dir(&self) -> &Path {
+        self.repo.git_dir()
+    }
+}
+
+/// Open `settings.repo` and resolve the remote and branch to follow.
+pub fn open(settings: &Settings) -> anyhow::Result<Checkout> {
+    let dir = &settings.repo;
+    let mut repo = open_repository(dir)?;
+    // A fetch writes a reflog and so needs a committer; a server's cron environment often
+    // has no git identity at all (gix-notes §2).
+    repo.committer_or_set_fallback("pullstart", "pullstart@localhost")
+        .context("failed to set a fallback committer identity")?;
+    let workdir = repo.workdir().map(Path::to_path_buf).ok_or_else(|| {
+        Failure::usage(format!(
+            "`{}` is a bare repository; pullstart needs a checkout with a working tree",
+            dir.display()
+        ))
+    })?;
+    refuse_unsupported_layouts(&repo, dir)?;
+
+    let branch = current_branch(&repo, dir)?;
+    let head = repo
+        .find_reference(branch.as_ref())
+        .ok()
+        .map(|mut r| r.peel_to_id().map(|id| id.detach()))
+        .transpose()
+        .with_context(|| format!("failed to read `{}`", branch.as_bstr()))?;
+    let remote = match &settings.remote {
+        Some(remote) => remote.clone(),
+        None => upstream_remote(&repo, &branch).unwrap_or_else(|| "origin".into()),
+    };
+    let remote_branch = match &settings.branch {
+        Some(b) => b.clone(),
+        None => upstream_branch(&repo, &branch)?
+            .unwrap_or_else(|| branch.shorten().to_str_lossy().into_owned()),
+    };
+    Ok(Checkout {
+        repo,
+        workdir,
+        branch,
+        head,
+        remote,
+        remote_branch,
+    })
+}
+
+fn open_repository(dir: &Path) -> anyhow::Result<gix::Repository> {
+    if !dir.is_dir() {
+        return Err(Failure::usage(format!(
+            "`{}` is not a directory; pass -C/--repo with the checkout's directory",
+            dir.display()
+        ))
+        .into());
+    }
+    gix::open(dir).map_err(|err| {
+        anyhow::Error::new(err).context(Failure::usage(format!(
+            "`{}` is not a git checkout; pass -C/--repo with the directory of a `git clone`",
+            dir.display()
+        )))
+    })
+}
+
+/// Layouts in which "write the changed paths" would not be what git does; refusing is safer
+/// than a half-right update.
+fn refuse_unsupported_layouts(repo: &gix::Repository, dir: &Path) -> anyhow::Result<()> {
+    let config = repo.config_snapshot();
+    if config.boolean("core.sparseCheckout").unwrap_or(false) {
+        return Err(Failure::usage(format!(
+            "`{}` uses a sparse checkout, which pullstart does not support; run `git sparse-checkout disable` or update it with git",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn current_branch(repo: &gix::Repository, dir: &Path) -> anyhow::Result<FullName> {
+    let head = repo.head().context("failed to read HEAD")?;
+    match head.kind {
+        gix::head::Kind::Symbolic(reference) => Ok(reference.name),
+        gix::head::Kind::Unborn(name) => Ok(name),
+        gix::head::Kind::Detached { .. } => Err(Failure::usage(format!(
+            "HEAD in `{}` is detached; check out the branch to follow (`git switch main`)",
+            dir.display()
+        ))
+        .into()),
+    }
+}
+
+fn upstream_remote(repo: &gix::Repository, branch: &FullName) -> Option<String> {
+    repo.branch_remote_name(branch.shorten(), Direction::Fetch)
+        .map(|name| name.as_bstr().to_str_lossy().into_owned())
+}
+
+/// The short name of `branch.<b>.merge`, e.g. `main` for `refs/heads/main`.
+fn upstream_branch(repo: &gix::Repository, branch: &FullName) -> anyhow::Result<Option<String>> {
+    let Some(merge) = repo.branch_remote_ref_name(branch.as_ref(), Direction::Fetch) else {
+        return Ok(None);
+    };
+    let merge = merge.map_err(|err| {
+        anyhow::Error::new(err).context(Failure::usage(format!(
+            "`branch.{}.merge` is not a valid branch name; fix it with `git branch --set-upstream-to` or pass --branch",
+            branch.shorten()
+        )))
+    })?;
+    let short = merge
+        .as_bstr()
+        .strip_prefix(b"refs/heads/")
+        .unwrap_or(merge.as_bstr().as_bytes());
+    Ok(Some(short.to_str_lossy().into_owned()))
+}
+
+/// The tree of `commit`, or the empty tree for an unborn branch.
+pub fn tree_of(repo: &gix::Repository, commit: Option<ObjectId>) -> anyhow::Result<ObjectId> {
+    match commit {
+        None => Ok(repo.empty_tree().id),
+        Some(id) => {
+            let commit = repo
+                .find_commit(id)
+                .with_context(|| format!("failed to read commit {id}"))?;
+            Ok(commit
+                .tree_id()
+                .with_context(|| format!("failed to read the tree of {id}"))?
+                .detach())
+        }
+    }
+}
+
+/// Shorthand used by errors elsewhere: the exit code for a corrupt or unreadable repository.
+#[allow(dead_code)]
+pub const CORRUPT: ExitCode = ExitCode::Internal;

@@ -1,0 +1,375 @@
+//! The command line as the user typed it: clap's raw flags, before any validation of our own.
+//!
+//! Every option is an `Option` (or an empty `Vec`, or `false` for a switch) so that
+//! [`crate::settings`] can tell "not given" from "given" when it lays the flags over the config
+//! file: flags win. All options are global: they may stand before or after the subcommand
+//! (`pullstart -C /srv/app check` and `pullstart check -C /srv/app` are the same).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit::ExitCode;
+use crate::settings::OutputFormat;
+
+/// Keep a Docker Compose checkout up to date: fetch the followed branch, fast-forward the
+/// checkout safely, and restart the services whose code changed.
+///
+/// Meant to be started by cron every few minutes: silent when nothing changed, one line when it
+/// updated, one line naming the cause and the remedy when it could not, and an exit code that says
+/// which (see below).
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "pullstart",
+    version,
+    subcommand_required = false,
+    args_override_self = true,
+    after_help = after_help(),
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// What to do; `run` when no subcommand is given.
+    #[command(subcommand)]
+    pub command: Option<CliCommand>,
+
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// The subcommands. `pullstart [OPTIONS]` is `pullstart run [OPTIONS]`.
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CliCommand {
+    /// Fetch, fast-forward the checkout and restart the services whose code changed (the default)
+    #[command(after_help = after_help())]
+    Run,
+    /// Fetch and report what a run would do, changing no worktree, index, branch or container
+    ///
+    /// Exits with the code the run would exit with (4, 5 or 8 where a run would refuse; 10 with
+    /// --detailed-exitcode when an update is pending). It may update remote-tracking refs and takes
+    /// the lock like a run.
+    #[command(after_help = after_help())]
+    Check,
+    /// Show the branch, HEAD, the remote-tracking tip, the deployed commit, local changes and the
+    /// services a pending update would restart, without fetching
+    #[command(after_help = after_help())]
+    Status,
+}
+
+/// The options, accepted before and after the subcommand. Each one can also be set in the
+/// `--config` file under the key named in its help (flags win over the file).
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The checkout to keep up to date [default: the current directory] [config: repo]
+    #[arg(short = 'C', long = "repo", value_name = "DIR", global = true)]
+    pub repo: Option<PathBuf>,
+
+    /// The remote to fetch from [default: the current branch's upstream remote, else `origin`]
+    /// [config: remote]
+    #[arg(long, value_name = "NAME", global = true)]
+    pub remote: Option<String>,
+
+    /// The remote branch to follow [default: the current branch's upstream branch, else the
+    /// current branch's own name]; the checked-out local branch is the one fast-forwarded
+    /// [config: branch]
+    #[arg(long, value_name = "NAME", global = true)]
+    pub branch: Option<String>,
+
+    /// The compose command, split into words like a shell does (quotes and backslashes, no
+    /// expansion) [default: "docker compose"] [config: compose_command]
+    #[arg(long, value_name = "CMD ...", global = true)]
+    pub compose_command: Option<String>,
+
+    /// A compose file, passed to compose as `-f FILE` (relative to the checkout); repeatable,
+    /// order kept [config: compose_files]
+    #[arg(short = 'f', long = "compose-file", value_name = "FILE", global = true)]
+    pub compose_files: Vec<PathBuf>,
+
+    /// The compose project name, passed to compose as `-p NAME` [config: project_name]
+    #[arg(short = 'p', long, value_name = "NAME", global = true)]
+    pub project_name: Option<String>,
+
+    /// The services to restart when anything changed, comma-separated, in this order [default:
+    /// the services the compose project maps the changed paths to; all services where the project
+    /// cannot be read] [config: services]
+    #[arg(long, value_name = "A,B", value_delimiter = ',', global = true)]
+    pub services: Option<Vec<String>>,
+
+    /// The time limit for the compose command, e.g. `90s`, `2m` [default: 5m]
+    /// [config: restart_timeout]
+    #[arg(long, value_name = "DURATION", global = true)]
+    pub restart_timeout: Option<String>,
+
+    /// A YAML file holding any of these options under the keys named in [config: ...]; relative
+    /// paths in it are relative to the file's directory
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Do not act: the same as the `check` subcommand
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Exit 10 instead of 0 when a run applied an update (for `check`: when one is pending)
+    /// [config: detailed_exitcode]
+    #[arg(long, global = true)]
+    pub detailed_exitcode: bool,
+
+    /// The output format; json prints exactly one JSON object on stdout [default: text]
+    /// [config: output]
+    #[arg(long, value_name = "FORMAT", global = true)]
+    pub output: Option<OutputFormat>,
+
+    /// Print nothing on success [config: quiet]
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Print more detail on stderr: cause chains and steps [config: verbose]
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+/// The text after `--help`: the exit-code table of the contract and a few examples.
+fn after_help() -> String {
+    format!(
+        "{table}
+
+Examples:
+  pullstart -C /srv/app                  fetch, fast-forward, restart what changed
+  pullstart check -C /srv/app            show what a run would do, change nothing
+  pullstart --config /etc/pullstart.yml --detailed-exitcode
+
+In a crontab (silent unless something changed or failed):
+  */5 * * * * pullstart -C /srv/app --services web,worker 2>&1 | logger -t pullstart",
+        table = ExitCode::TABLE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut argv = vec!["pullstart"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_and_no_flags() {
+        let cli = parse(&[]);
+        assert_eq!(cli.command, None);
+        assert_eq!(cli.options, Options::default());
+    }
+
+    #[test]
+    fn subcommands() {
+        assert_eq!(parse(&["run"]).command, Some(CliCommand::Run));
+        assert_eq!(parse(&["check"]).command, Some(CliCommand::Check));
+        assert_eq!(parse(&["status"]).command, Some(CliCommand::Status));
+        assert!(Cli::try_parse_from(["pullstart", "deploy"]).is_err());
+    }
+
+    #[test]
+    fn options_before_and_after_the_subcommand() {
+        for args in [
+            &["-C", "/srv/app", "check"][..],
+            &["check", "-C", "/srv/app"],
+            &["--repo", "/srv/app", "check"],
+            &["check", "--repo=/srv/app"],
+        ] {
+            let cli = parse(args);
+            assert_eq!(cli.command, Some(CliCommand::Check), "{args:?}");
+            assert_eq!(
+                cli.options.repo,
+                Some(PathBuf::from("/srv/app")),
+                "{args:?}"
+            );
+        }
+        let cli = parse(&["-C", "x"]);
+        assert_eq!(cli.command, None);
+        assert_eq!(cli.options.repo, Some(PathBuf::from("x")));
+
+        let cli = parse(&[
+            "--remote", "up", "status", "--branch", "prod", "-q", "--output", "json",
+        ]);
+        assert_eq!(cli.command, Some(CliCommand::Status));
+        assert_eq!(cli.options.remote.as_deref(), Some("up"));
+        assert_eq!(cli.options.branch.as_deref(), Some("prod"));
+        assert!(cli.options.quiet);
+        assert_eq!(cli.options.output, Some(OutputFormat::Json));
+    }
+
+    #[test]
+    fn every_option() {
+        let cli = parse(&[
+            "-C",
+            "repo",
+            "--remote",
+            "origin",
+            "--branch",
+            "main",
+            "--compose-command",
+            "docker compose --ansi never",
+            "-f",
+            "a.yml",
+            "--compose-file",
+            "b.yml",
+            "-p",
+            "app",
+            "--services",
+            "web,worker",
+            "--restart-timeout",
+            "90s",
+            "--config",
+            "p.yml",
+            "--dry-run",
+            "--detailed-exitcode",
+            "--output",
+            "text",
+            "-q",
+            "-v",
+        ]);
+        let o = cli.options;
+        assert_eq!(o.repo, Some(PathBuf::from("repo")));
+        assert_eq!(o.remote.as_deref(), Some("origin"));
+        assert_eq!(o.branch.as_deref(), Some("main"));
+        assert_eq!(
+            o.compose_command.as_deref(),
+            Some("docker compose --ansi never")
+        );
+        assert_eq!(
+            o.compose_files,
+            [PathBuf::from("a.yml"), PathBuf::from("b.yml")]
+        );
+        assert_eq!(o.project_name.as_deref(), Some("app"));
+        assert_eq!(
+            o.services,
+            Some(vec!["web".to_owned(), "worker".to_owned()])
+        );
+        assert_eq!(o.restart_timeout.as_deref(), Some("90s"));
+        assert_eq!(o.config, Some(PathBuf::from("p.yml")));
+        assert!(o.dry_run && o.detailed_exitcode && o.quiet && o.verbose);
+        assert_eq!(o.output, Some(OutputFormat::Text));
+    }
+
+    #[test]
+    fn compose_files_keep_their_order_around_the_subcommand() {
+        let cli = parse(&["-f", "a.yml", "-f", "b.yml", "run"]);
+        assert_eq!(
+            cli.options.compose_files,
+            [PathBuf::from("a.yml"), PathBuf::from("b.yml")]
+        );
+        let cli = parse(&["run", "-f", "a.yml", "-f", "b.yml"]);
+        assert_eq!(
+            cli.options.compose_files,
+            [PathBuf::from("a.yml"), PathBuf::from("b.yml")]
+        );
+    }
+
+    #[test]
+    fn services_split_on_commas_and_repeat() {
+        let cli = parse(&["--services", "web,worker", "--services", "bot"]);
+        assert_eq!(
+            cli.options.services,
+            Some(vec!["web".into(), "worker".into(), "bot".into()])
+        );
+        // Empty names get through clap; settings rejects them.
+        let cli = parse(&["--services", ","]);
+        assert_eq!(
+            cli.options.services,
+            Some(vec![String::new(), String::new()])
+        );
+    }
+
+    #[test]
+    fn repeated_options_the_last_wins() {
+        let cli = parse(&["-v", "-v", "-q", "--quiet"]);
+        assert!(cli.options.verbose && cli.options.quiet);
+        let cli = parse(&[
+            "--remote", "a", "check", "--remote", "b", "--output", "json", "--output", "text",
+        ]);
+        assert_eq!(cli.options.remote.as_deref(), Some("b"));
+        assert_eq!(cli.options.output, Some(OutputFormat::Text));
+        // Lists add up.
+        let cli = parse(&[
+            "-f",
+            "a.yml",
+            "-f",
+            "b.yml",
+            "--services",
+            "a",
+            "--services",
+            "b",
+        ]);
+        assert_eq!(
+            cli.options.compose_files,
+            [PathBuf::from("a.yml"), PathBuf::from("b.yml")]
+        );
+        assert_eq!(cli.options.services, Some(vec!["a".into(), "b".into()]));
+    }
+
+    #[test]
+    fn clap_rejects_what_it_can() {
+        for args in [
+            &["--output", "xml"][..],
+            &["--no-such-flag"],
+            &["--remote"],
+            &["run", "check"],
+            &["-C", ""],
+            &["--config", ""],
+            &["-f", ""],
+        ] {
+            let mut argv = vec!["pullstart"];
+            argv.extend_from_slice(args);
+            let err = Cli::try_parse_from(argv).expect_err(&format!("{args:?} should fail"));
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn help_shows_the_exit_codes_and_an_example() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains(ExitCode::TABLE), "{help}");
+        assert!(help.contains("pullstart check -C /srv/app"), "{help}");
+        for flag in [
+            "--repo",
+            "--remote",
+            "--branch",
+            "--compose-command",
+            "--compose-file",
+            "--project-name",
+            "--services",
+            "--restart-timeout",
+            "--config",
+            "--dry-run",
+            "--detailed-exitcode",
+            "--output",
+            "--quiet",
+            "--verbose",
+            "--version",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from\n{help}");
+        }
+        // What `pullstart check --help` prints: the global options and the table too.
+        let err = Cli::try_parse_from(["pullstart", "check", "--help"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = err.to_string();
+        assert!(help.contains("Usage: pullstart check [OPTIONS]"), "{help}");
+        assert!(
+            help.contains(ExitCode::TABLE) && help.contains("--repo"),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn version() {
+        let err = Cli::try_parse_from(["pullstart", "--version"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert!(err.to_string().contains(env!("CARGO_PKG_VERSION")));
+    }
+}

@@ -1,0 +1,440 @@
+//! The guard: would the planned update overwrite local work? It looks only at the paths the
+//! update touches (and, for added paths, at their leading directories and at what lies inside a
+//! directory that becomes a file), so its cost follows the size of the update, not the tree.
+//!
+//! The rules are `git merge --ff-only`'s, stricter in one place: an ignored file in the way
+//! blocks the update too, since git would overwrite it silently.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use gix::bstr::{BStr, BString, ByteSlice};
+use gix::index::entry::{Mode, Stage};
+use gix::objs::tree::EntryKind;
+
+use crate::exit::{ExitCode, Failure};
+use crate::plan::{Change, Entry};
+
+/// Why a path blocks the update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A tracked file whose worktree content, type or mode differs from the index.
+    Modified,
+    /// The index differs from HEAD at this path (or holds an unmerged entry).
+    Staged,
+    /// An untracked or ignored file or directory at a path the update adds.
+    Untracked,
+    /// An untracked file or symlink where the update needs a directory.
+    UntrackedWhereDirectoryNeeded,
+    /// Untracked content inside a directory that the update turns into a file.
+    UntrackedInsideDirectory,
+}
+
+impl Reason {
+    fn label(self) -> &'static str {
+        match self {
+            Reason::Modified => "modified",
+            Reason::Staged => "staged",
+            Reason::Untracked => "untracked",
+            Reason::UntrackedWhereDirectoryNeeded => "untracked, the update needs a directory here",
+            Reason::UntrackedInsideDirectory => "untracked, inside a directory the update replaces",
+        }
+    }
+}
+
+/// A path that blocks the update, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub path: BString,
+    pub reason: Reason,
+}
+
+/// Refuse (exit 4) when the update would overwrite local work; the error lists the paths.
+pub fn check(
+    repo: &gix::Repository,
+    index: &gix::index::State,
+    changes: &[Change],
+) -> anyhow::Result<()> {
+    let blocked = blocked_paths(repo, index, changes)?;
+    if blocked.is_empty() {
+        return Ok(());
+    }
+    Err(refusal(&blocked).into())
+}
+
+/// The one-line refusal naming the first few blocking paths.
+pub fn refusal(blocked: &[Blocked]) -> Failure {
+    const SHOWN: usize = 5;
+    let mut list: Vec<String> = blocked
+        .iter()
+        .take(SHOWN)
+        .map(|b| format!("{} ({})", b.path, b.reason.label()))
+        .collect();
+    if blocked.len() > SHOWN {
+        list.push(format!("and {} more", blocked.len() - SHOWN));
+    }
+    Failure::new(
+        ExitCode::RefusedLocalChanges,
+        format!(
+            "refused: local changes to {} would be overwritten; commit, stash or remove them (nothing was touched)",
+            list.join(", ")
+        ),
+    )
+}
+
+/// Every path that blocks the update, in the order of `changes`.
+pub fn blocked_paths(
+    repo: &gix::Repository,
+    index: &gix::index::State,
+    changes: &[Change],
+) -> anyhow::Result<Vec<Blocked>> {
+    let workdir = repo
+        .workdir()
+        .context("the repository has no working tree")?;
+    let mut guard = Guard::new(repo, workdir, index, changes)?;
+    let mut blocked = Vec::new();
+    for change in changes {
+        guard.check_change(change, &mut blocked)?;
+    }
+    dedup_keep_order(&mut blocked);
+    Ok(blocked)
+}
+
+fn dedup_keep_order(blocked: &mut Vec<Blocked>) {
+    let mut seen = HashSet::new();
+    blocked.retain(|b| seen.insert(b.path.clone()));
+}
+
+struct Guard<'a> {
+    repo: &'a gix::Repository,
+    workdir: &'a Path,
+    index: &'a gix::index::State,
+    /// Paths the update removes (tracked in HEAD, absent in the tip): an existing file there is
+    /// pullstart's to remove once the guard has checked it is unmodified.
+    removed: HashSet<&'a BStr>,
+    stat_options: gix::index::entry::stat::Options,
+    file_mode: bool,
+    symlinks: bool,
+    /// Built on first use: most runs never need to hash a file.
+    filters: Option<gix::filter::Pipeline<'a>>,
+}
+
+impl<'a> Guard<'a> {
+    fn new(
+        repo: &'a gix::Repository,
+        workdir: &'a Path,
+        index: &'a gix::index::State,
+        changes: &'a [Change],
+    ) -> anyhow::Result<Self> {
+        let config = repo.config_snapshot();
+        Ok(Guard {
+            repo,
+            workdir,
+            index,
+            removed: changes
+                .iter()
+                .filter(|c| c.old.is_some() && c.new.is_none())
+                .map(|c| c.path.as_bstr())
+                .collect(),
+            stat_options: repo
+                .stat_options()
+                .context("failed to read the stat options from the git config")?,
+            file_mode: config.boolean("core.fileMode").unwrap_or(true),
+            symlinks: config.boolean("core.symlinks").unwrap_or(true),
+            filters: None,
+        })
+    }
+
+    fn check_change(
+        &mut self,
+        change: &'a Change,
+        blocked: &mut Vec<Blocked>,
+    ) -> anyhow::Result<()> {
+        let path = change.path.as_bstr();
+        if let Some(reason) = self.staged(path, change.old) {
+            blocked.push(Blocked {
+                path: path.to_owned(),
+                reason,
+            });
+            return Ok(());
+        }
+        match change.old {
+            Some(_) => {
+                if let Some(b) = self.tracked_path_modified(path)? {
+                    blocked.push(b);
+                }
+            }
+            None => self.untracked_in_the_way(path, blocked)?,
+        }
+        if change.old.is_none() || change.new.is_some() {
+            // Something will be written at `path`: its leading directories must be real
+            // directories, or missing, or files this update removes.
+            if let Some(b) = self.leading_component_in_the_way(path) {
+                blocked.push(b);
+            }
+        }
+        Ok(())
+    }
+
+    /// The index must hold exactly HEAD's entry at `path`, unmerged entries count as staged.
+    /// Below an added path nothing may be staged either.
+    fn staged(&self, path: &BStr, head: Option<Entry>) -> Option<Reason> {
+        let unmerged = [Stage::Base, Stage::Ours, Stage::Theirs]
+            .into_iter()
+            .any(|stage| self.index.entry_by_path_and_stage(path, stage).is_some());
+        if unmerged {
+            return Some(Reason::Staged);
+        }
+        let in_index = self
+            .index
+            .entry_by_path_and_stage(path, Stage::Unconflicted)
+            .map(|e| (e.mode.to_tree_entry_mode().map(|m| m.kind()), e.id));
+        let in_head = head.map(|e| (Some(e.kind), e.id));
+        if in_index != in_head {
+            return Some(Reason::Staged);
+        }
+        if head.is_none() && self.has_index_entries_below(path) {
+            return Some(Reason::Staged);
+        }
+        None
+    }
+
+    /// Whether the index has entries under `path/` that this update does not remove.
+    fn has_index_entries_below(&self, path: &BStr) -> bool {
+        let mut prefix = path.to_owned();
+        prefix.push(b'/');
+        let Some(range) = self.index.prefixed_entries_range(prefix.as_bstr()) else {
+            return false;
+        };
+        self.index.entries()[range]
+            .iter()
+            .any(|e| !self.removed.contains(e.path(self.index)))
+    }
+
+    /// A tracked path (in HEAD and, as `staged` checked, in the index): does its worktree
+    /// state differ from the index? A missing file is no local work (it is recreated, as git does).
+    fn tracked_path_modified(&mut self, path: &'a BStr) -> anyhow::Result<Option<Blocked>> {
+        let Some(entry) = self
+            .index
+            .entry_by_path_and_stage(path, Stage::Unconflicted)
+        else {
+            return Ok(None);
+        };
+        if let Some(component) = self.first_non_directory_ancestor(path) {
+            let reason = if self.removed.contains(component.as_bstr()) {
+                None
+            } else {
+                Some(Reason::Modified)
+            };
+            // A leading directory replaced by a file or symlink is a local change to the tree.
+            return Ok(reason.map(|reason| Blocked {
+                path: component,
+                reason,
+            }));
+        }
+        let abs = self.abs(path);
+        let metadata = match gix::index::fs::Metadata::from_path_no_follow(&abs) {
+            Ok(m) => m,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => {
+                return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))
+            }
+        };
+        if entry.mode == Mode::COMMIT {
+            // A submodule: its own checkout is not ours to judge; the update only moves the gitlink.
+            return Ok(None);
+        }
+        match entry
+            .mode
+            .change_to_match_fs(&metadata, self.symlinks, self.file_mode)
+        {
+            None => {}
+            Some(_) => {
+                return Ok(Some(Blocked {
+                    path: path.to_owned(),
+                    reason: Reason::Modified,
+                }))
+            }
+        }
+        let stat = gix::index::entry::Stat::from_fs(&metadata)
+            .with_context(|| format!("failed to read the times of `{}`", abs.display()))?;
+        let racy = entry
+            .stat
+            .is_racy(self.index.timestamp(), self.stat_options);
+        if entry.stat.matches(&stat, self.stat_options) && !racy {
+            return Ok(None);
+        }
+        let id = self.hash_worktree_file(path, &abs, metadata.is_symlink())?;
+        Ok((id != entry.id).then(|| Blocked {
+            path: path.to_owned(),
+            reason: Reason::Modified,
+        }))
+    }
+
+    /// Hash the worktree file as `git add` would (through the clean filters).
+    fn hash_worktree_file(
+        &mut self,
+        path: &BStr,
+        abs: &Path,
+        is_symlink: bool,
+    ) -> anyhow::Result<gix::ObjectId> {
+        let data = if is_symlink {
+            let target = std::fs::read_link(abs)
+                .with_context(|| format!("failed to read link `{}`", abs.display()))?;
+            target.into_os_string().into_vec()
+        } else {
+            let file = std::fs::File::open(abs)
+                .with_context(|| format!("failed to read `{}`", abs.display()))?;
+            self.clean(path, file)?
+        };
+        gix::objs::compute_hash(self.repo.object_hash(), gix::objs::Kind::Blob, &data)
+            .with_context(|| format!("failed to hash `{}`", abs.display()))
+    }
+
+    fn clean(&mut self, path: &BStr, file: std::fs::File) -> anyhow::Result<Vec<u8>> {
+        if self.filters.is_none() {
+            let attributes = self
+                .repo
+                .attributes_only(
+                    self.index,
+                    gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
+                )
+                .context("failed to read .gitattributes")?;
+            self.filters = Some(
+                gix::filter::Pipeline::new(self.repo, attributes.detach())
+                    .context("failed to set up git filters")?,
+            );
+        }
+        let filters = self.filters.as_mut().expect("just set");
+        let rela = Path::new(OsStr::from_bytes(path));
+        let mut out = Vec::new();
+        use gix::filter::plumbing::pipeline::convert::ToGitOutcome;
+        match filters
+            .convert_to_git(file, rela, self.index)
+            .with_context(|| format!("failed to filter `{path}`"))?
+        {
+            ToGitOutcome::Unchanged(mut file) => {
+                file.read_to_end(&mut out)?;
+            }
+            ToGitOutcome::Process(mut stream) => {
+                stream.read_to_end(&mut out)?;
+            }
+            ToGitOutcome::Buffer(buf) => out.extend_from_slice(buf),
+        }
+        Ok(out)
+    }
+
+    /// An added path: anything already there is local (untracked or ignored) unless the update
+    /// removes it. A directory there must hold nothing but files the update removes.
+    fn untracked_in_the_way(&self, path: &BStr, blocked: &mut Vec<Blocked>) -> anyhow::Result<()> {
+        if self.first_non_directory_ancestor(path).is_some() {
+            return Ok(()); // reported by `leading_component_in_the_way`
+        }
+        let abs = self.abs(path);
+        let metadata = match std::fs::symlink_metadata(&abs) {
+            Ok(m) => m,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => {
+                return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))
+            }
+        };
+        if metadata.is_dir() {
+            self.untracked_inside(path, &abs, blocked)
+        } else {
+            blocked.push(Blocked {
+                path: path.to_owned(),
+                reason: Reason::Untracked,
+            });
+            Ok(())
+        }
+    }
+
+    fn untracked_inside(
+        &self,
+        dir: &BStr,
+        abs_dir: &Path,
+        blocked: &mut Vec<Blocked>,
+    ) -> anyhow::Result<()> {
+        let entries = std::fs::read_dir(abs_dir)
+            .with_context(|| format!("failed to list `{}`", abs_dir.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("failed to list `{}`", abs_dir.display()))?;
+            let mut rela = dir.to_owned();
+            rela.push(b'/');
+            rela.extend_from_slice(entry.file_name().as_bytes());
+            let file_type = entry.file_type()?;
+            if self.removed.contains(rela.as_bstr()) {
+                continue;
+            }
+            if file_type.is_dir() {
+                self.untracked_inside(rela.as_bstr(), &entry.path(), blocked)?;
+            } else {
+                blocked.push(Blocked {
+                    path: rela,
+                    reason: Reason::UntrackedInsideDirectory,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A leading component of `path` that exists but is not a real directory, and that the
+    /// update does not remove, is in the way of what the update writes.
+    fn leading_component_in_the_way(&self, path: &BStr) -> Option<Blocked> {
+        let component = self.first_non_directory_ancestor(path)?;
+        if self.removed.contains(component.as_bstr()) {
+            return None;
+        }
+        let tracked = self
+            .index
+            .entry_by_path_and_stage(component.as_bstr(), Stage::Unconflicted)
+            .is_some();
+        let reason = if tracked {
+            Reason::Modified
+        } else {
+            Reason::UntrackedWhereDirectoryNeeded
+        };
+        Some(Blocked {
+            path: component,
+            reason,
+        })
+    }
+
+    /// The first leading component of `path` that exists and is not a real directory (a file,
+    /// or a symlink, even one to a directory: writing through it could leave the worktree).
+    fn first_non_directory_ancestor(&self, path: &BStr) -> Option<BString> {
+        let mut end = 0;
+        for (i, byte) in path.iter().enumerate() {
+            if *byte != b'/' {
+                continue;
+            }
+            end = i;
+            let prefix = &path[..end];
+            match std::fs::symlink_metadata(self.abs(prefix.as_bstr())) {
+                Ok(m) if m.is_dir() => continue,
+                Ok(_) => return Some(prefix.into()),
+                Err(_) => return None, // missing: nothing below it exists either
+            }
+        }
+        let _ = end;
+        None
+    }
+
+    fn abs(&self, path: &BStr) -> PathBuf {
+        self.workdir.join(OsStr::from_bytes(path))
+    }
+}
+
+/// For tests and `status`: the paths of `changes` whose new side is of `kind`.
+#[allow(dead_code)]
+pub fn paths_of_kind(changes: &[Change], kind: EntryKind) -> Vec<&BStr> {
+    changes
+        .iter()
+        .filter(|c| c.new.is_some_and(|e| e.kind == kind))
+        .map(|c| c.path.as_bstr())
+        .collect()
+}

@@ -18,6 +18,34 @@ mod restart;
 mod run;
 mod settings;
 
+use clap::Parser;
+
 fn main() {
-    std::process::exit(0);
+    let cli = cli::Cli::parse(); // usage errors: clap's own message and exit code 2
+    let output = settings::output_from_flags(&cli);
+    let settings = settings::Settings::resolve(cli);
+    let style = match &settings {
+        Ok(s) => report::Style {
+            output: s.output,
+            quiet: s.quiet,
+            verbose: s.verbose,
+            detailed_exitcode: s.detailed_exitcode,
+        },
+        Err(_) => report::Style {
+            output,
+            quiet: false,
+            verbose: false,
+            detailed_exitcode: false,
+        },
+    };
+    let mut outcome = report::Outcome::new(settings::Command::Run);
+    let result = settings.and_then(|settings| {
+        // The first SIGINT/SIGTERM only sets a flag that the fetch polls; a second one ends
+        // the process. The worktree update itself is never interrupted half-way.
+        // SAFETY: called once, before any other thread exists.
+        let _ = unsafe { gix::interrupt::init_handler(1, || {}) };
+        outcome.command = settings.command;
+        run::execute(&settings, &mut outcome)
+    });
+    std::process::exit(report::finish(&outcome, &result, style));
 }

@@ -1,0 +1,397 @@
+//! The plan: a plain value saying what a run would do, computed from HEAD, the fetched tip, the
+//! deployed commit and their trees. Nothing here touches the worktree, the index or a container;
+//! `check` prints a plan, `run` carries it out.
+
+use anyhow::Context;
+use gix::bstr::{BStr, BString, ByteSlice};
+use gix::objs::tree::EntryKind;
+use gix::ObjectId;
+
+use crate::exit::{ExitCode, Failure};
+
+/// One side of a changed path: what git would have there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: EntryKind,
+    pub id: ObjectId,
+}
+
+/// A path whose mode, content or type differs between two trees. Directories are not listed:
+/// a file that becomes a directory is a deletion of the file plus additions below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub path: BString,
+    pub old: Option<Entry>,
+    pub new: Option<Entry>,
+}
+
+/// How HEAD relates to the fetched tip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    /// HEAD is the tip.
+    Same,
+    /// The tip descends from HEAD (or the branch is unborn): a fast-forward.
+    Behind,
+    /// HEAD has commits the tip lacks; the tip is an ancestor of HEAD.
+    Ahead { remote_rolled_back: bool },
+    /// Both have commits the other lacks.
+    Diverged { remote_force_pushed: bool },
+    /// No common history at all.
+    Unrelated,
+}
+
+/// Which services the restart step acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Services {
+    /// Nothing that the services run changed.
+    Nothing,
+    /// The whole compose project: `restart` with no names.
+    All,
+    /// These, in this order.
+    Named(Vec<String>),
+}
+
+impl Services {
+    /// The names for output: `[]` when none, `["all services"]`-style labels are the report's job.
+    pub fn names(&self) -> &[String] {
+        match self {
+            Services::Named(names) => names,
+            Services::Nothing | Services::All => &[],
+        }
+    }
+
+    pub fn is_nothing(&self) -> bool {
+        matches!(self, Services::Nothing)
+    }
+}
+
+/// What a run will do.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// HEAD before the run; `None` for an unborn branch.
+    pub head: Option<ObjectId>,
+    /// The fetched remote tip, which HEAD will point to after the run.
+    pub tip: ObjectId,
+    /// The commit the services last restarted with, before this run.
+    pub deployed: Option<ObjectId>,
+    /// What the worktree update writes: HEAD's tree against the tip's tree.
+    pub changes: Vec<Change>,
+    /// Every path whose code the services see change: the deployed tree against the tip's
+    /// tree (the same as `changes` unless an earlier restart failed).
+    pub changed_paths: Vec<BString>,
+    pub services: Services,
+}
+
+impl Plan {
+    /// Whether the branch moves.
+    pub fn moves_head(&self) -> bool {
+        self.head != Some(self.tip)
+    }
+
+    /// Whether the deployed ref has to move (after a successful restart, or without one when
+    /// the code the services see did not change).
+    pub fn moves_deployed(&self) -> bool {
+        self.deployed != Some(self.tip)
+    }
+
+    /// Whether a run has anything at all to do.
+    pub fn is_up_to_date(&self) -> bool {
+        !self.moves_head() && !self.moves_deployed()
+    }
+}
+
+/// Classify HEAD against the tip. `previous_tip` is the remote-tracking ref before this fetch:
+/// when HEAD equalled it, a tip that is no longer a descendant means the remote was rewritten,
+/// not that someone committed locally, and the message says so.
+pub fn relation(
+    repo: &gix::Repository,
+    head: Option<ObjectId>,
+    tip: ObjectId,
+    previous_tip: Option<ObjectId>,
+) -> anyhow::Result<Relation> {
+    let Some(head) = head else {
+        return Ok(Relation::Behind);
+    };
+    if head == tip {
+        return Ok(Relation::Same);
+    }
+    let base = repo
+        .merge_base(head, tip)
+        .map(|id| id.map(|id| id.detach()))
+        .with_context(|| format!("failed to find the merge base of {head} and {tip}"))?;
+    let head_was_remote = previous_tip == Some(head);
+    Ok(match base {
+        Some(base) if base == head => Relation::Behind,
+        Some(base) if base == tip => Relation::Ahead {
+            remote_rolled_back: head_was_remote,
+        },
+        Some(_) => Relation::Diverged {
+            remote_force_pushed: head_was_remote,
+        },
+        None => Relation::Unrelated,
+    })
+}
+
+/// The refusal for a relation that is not a fast-forward, with the one-line message.
+pub fn refusal(relation: Relation, branch: &str, remote_ref: &str) -> Option<Failure> {
+    let why = match relation {
+        Relation::Same | Relation::Behind => return None,
+        Relation::Ahead {
+            remote_rolled_back: true,
+        } => {
+            format!("`{remote_ref}` was rolled back to an older commit than `{branch}`")
+        }
+        Relation::Ahead {
+            remote_rolled_back: false,
+        } => {
+            format!("`{branch}` has local commits that `{remote_ref}` lacks")
+        }
+        Relation::Diverged {
+            remote_force_pushed: true,
+        } => {
+            format!("`{remote_ref}` was force-pushed and no longer contains `{branch}`")
+        }
+        Relation::Diverged {
+            remote_force_pushed: false,
+        } => {
+            format!("`{branch}` and `{remote_ref}` have diverged")
+        }
+        Relation::Unrelated => format!("`{branch}` and `{remote_ref}` share no history"),
+    };
+    Some(Failure::new(
+        ExitCode::RefusedNotFastForward,
+        format!(
+            "refused: not a fast-forward: {why}; nothing was touched; push or drop the local commits, or `git reset --keep {remote_ref}` to follow the remote"
+        ),
+    ))
+}
+
+/// The non-directory entries that differ between two trees, sorted by path (git's order).
+pub fn changes(
+    repo: &gix::Repository,
+    old_tree: ObjectId,
+    new_tree: ObjectId,
+) -> anyhow::Result<Vec<Change>> {
+    if old_tree == new_tree {
+        return Ok(Vec::new());
+    }
+    let old = repo
+        .find_tree(old_tree)
+        .with_context(|| format!("failed to read tree {old_tree}"))?;
+    let new = repo
+        .find_tree(new_tree)
+        .with_context(|| format!("failed to read tree {new_tree}"))?;
+    // Default options: full paths, no rename tracking (a rename is a deletion and an addition,
+    // which is what the worktree update needs anyway).
+    let detached = repo
+        .diff_tree_to_tree(&old, &new, Some(gix::diff::Options::default()))
+        .with_context(|| format!("failed to diff trees {old_tree} and {new_tree}"))?;
+    let mut changes: Vec<Change> = detached.into_iter().filter_map(to_change).collect();
+    changes.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(changes)
+}
+
+fn to_change(change: gix::object::tree::diff::ChangeDetached) -> Option<Change> {
+    use gix::object::tree::diff::ChangeDetached as C;
+    let side = |mode: gix::objs::tree::EntryMode, id: ObjectId| {
+        let kind = mode.kind();
+        (kind != EntryKind::Tree).then_some(Entry { kind, id })
+    };
+    let (path, old, new) = match change {
+        C::Addition {
+            location,
+            entry_mode,
+            id,
+            ..
+        } => (location, None, side(entry_mode, id)),
+        C::Deletion {
+            location,
+            entry_mode,
+            id,
+            ..
+        } => (location, side(entry_mode, id), None),
+        C::Modification {
+            location,
+            previous_entry_mode,
+            previous_id,
+            entry_mode,
+            id,
+        } => (
+            location,
+            side(previous_entry_mode, previous_id),
+            side(entry_mode, id),
+        ),
+        // Rewrites are only reported with rename tracking, which `changes` turns off.
+        C::Rewrite {
+            location,
+            entry_mode,
+            id,
+            ..
+        } => (location, None, side(entry_mode, id)),
+    };
+    (old.is_some() || new.is_some()).then_some(Change { path, old, new })
+}
+
+/// Paths of `changes`, for output and service selection.
+pub fn paths(changes: &[Change]) -> Vec<BString> {
+    changes.iter().map(|c| c.path.clone()).collect()
+}
+
+/// Pick the services to act on. `configured` is `--services`; without it every service of the
+/// compose project restarts (later steps may narrow this down from the compose project).
+pub fn services(changed_paths: &[BString], configured: Option<&[String]>) -> Services {
+    if changed_paths.is_empty() {
+        return Services::Nothing;
+    }
+    match configured {
+        Some(names) if !names.is_empty() => Services::Named(names.to_vec()),
+        _ => Services::All,
+    }
+}
+
+/// A tree path that must never be written: `.git` in any case, `.`, `..`, empty components, or
+/// names that only some file systems treat as `.git` (git's own `core.protect*` rules).
+pub fn unsafe_path(path: &BStr, kind: EntryKind) -> Option<String> {
+    use gix::validate::path::component;
+    let options = component::Options {
+        protect_windows: true,
+        protect_hfs: true,
+        protect_ntfs: true,
+    };
+    let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let mode = (last && kind == EntryKind::Link).then_some(component::Mode::Symlink);
+        if let Err(err) = component(part.as_bstr(), mode, options) {
+            return Some(format!("`{}` ({err})", path));
+        }
+    }
+    if path.starts_with(b"/") {
+        return Some(format!("`{path}` (absolute path)"));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId::from_bytes_or_panic(&[n; 20])
+    }
+
+    #[test]
+    fn only_non_fast_forward_relations_refuse() {
+        assert!(refusal(Relation::Same, "main", "origin/main").is_none());
+        assert!(refusal(Relation::Behind, "main", "origin/main").is_none());
+        for relation in [
+            Relation::Ahead {
+                remote_rolled_back: false,
+            },
+            Relation::Ahead {
+                remote_rolled_back: true,
+            },
+            Relation::Diverged {
+                remote_force_pushed: false,
+            },
+            Relation::Diverged {
+                remote_force_pushed: true,
+            },
+            Relation::Unrelated,
+        ] {
+            let failure = refusal(relation, "main", "origin/main").expect("refuses");
+            assert_eq!(failure.code, ExitCode::RefusedNotFastForward);
+            assert!(
+                failure.message.starts_with("refused: not a fast-forward"),
+                "{}",
+                failure.message
+            );
+        }
+        let rolled = refusal(
+            Relation::Ahead {
+                remote_rolled_back: true,
+            },
+            "main",
+            "origin/main",
+        )
+        .unwrap();
+        assert!(rolled.message.contains("rolled back"));
+        let forced = refusal(
+            Relation::Diverged {
+                remote_force_pushed: true,
+            },
+            "main",
+            "origin/main",
+        )
+        .unwrap();
+        assert!(forced.message.contains("force-pushed"));
+        let local = refusal(
+            Relation::Ahead {
+                remote_rolled_back: false,
+            },
+            "main",
+            "origin/main",
+        )
+        .unwrap();
+        assert!(local.message.contains("local commits"));
+    }
+
+    #[test]
+    fn services_follow_configuration_only_when_code_changed() {
+        let paths = vec![BString::from("app.py")];
+        assert_eq!(services(&[], Some(&["web".into()])), Services::Nothing);
+        assert_eq!(services(&paths, None), Services::All);
+        assert_eq!(
+            services(&paths, Some(&["b".into(), "a".into()])),
+            Services::Named(vec!["b".into(), "a".into()])
+        );
+    }
+
+    #[test]
+    fn plan_knows_when_it_is_up_to_date() {
+        let plan = Plan {
+            head: Some(id(1)),
+            tip: id(1),
+            deployed: Some(id(1)),
+            changes: vec![],
+            changed_paths: vec![],
+            services: Services::Nothing,
+        };
+        assert!(plan.is_up_to_date());
+        let retry = Plan {
+            deployed: Some(id(2)),
+            ..plan.clone()
+        };
+        assert!(!retry.is_up_to_date() && !retry.moves_head() && retry.moves_deployed());
+        let unborn = Plan {
+            head: None,
+            deployed: None,
+            ..plan
+        };
+        assert!(unborn.moves_head());
+    }
+
+    #[test]
+    fn dangerous_tree_paths_are_named() {
+        for bad in [
+            ".git/config",
+            "a/.GIT/x",
+            "a/../b",
+            "./a",
+            "a//b",
+            ".git",
+            "x/.git~1/y",
+        ] {
+            assert!(unsafe_path(bad.into(), EntryKind::Blob).is_some(), "{bad}");
+        }
+        for good in [
+            "a/b.txt",
+            ".github/workflows/ci.yml",
+            "a/.gitignore",
+            "dir with space/f",
+        ] {
+            assert_eq!(unsafe_path(good.into(), EntryKind::Blob), None, "{good}");
+        }
+        assert!(unsafe_path(".gitmodules".into(), EntryKind::Link).is_some());
+    }
+}

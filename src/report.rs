@@ -1,0 +1,266 @@
+//! Report: turns what a run did (or why it stopped) into output and the exit code, in one place.
+//! Every line printed passes through [`redact`], so no credential from a URL reaches a log.
+
+use std::io::Write;
+use std::time::Instant;
+
+use gix::bstr::{BString, ByteSlice};
+use gix::objs::tree::EntryKind;
+use gix::ObjectId;
+use serde::Serialize;
+
+use crate::exit::{self, ExitCode};
+use crate::plan::{Change, Services};
+use crate::redact::redact;
+use crate::settings::{Command, OutputFormat};
+
+/// How a successful invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Success {
+    UpToDate,
+    Updated,
+    WouldUpdate,
+}
+
+impl Success {
+    fn result(self) -> &'static str {
+        match self {
+            Success::UpToDate => "up_to_date",
+            Success::Updated => "updated",
+            Success::WouldUpdate => "would_update",
+        }
+    }
+}
+
+/// Everything known about the invocation, filled in step by step so that an error report can
+/// still say where the branch and the deployed ref stand.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub command: Command,
+    pub started: Instant,
+    pub branch: Option<String>,
+    pub from: Option<ObjectId>,
+    pub to: Option<ObjectId>,
+    pub deployed: Option<ObjectId>,
+    /// The deployed commit before this run (the contract's `deployed` is the one after it).
+    pub deployed_before: Option<ObjectId>,
+    pub changes: Vec<Change>,
+    pub changed_paths: Vec<BString>,
+    pub services: Services,
+    /// The restart repeats one that failed in an earlier run (HEAD did not move).
+    pub retried_restart: bool,
+    pub success: Success,
+    /// Extra lines for `status`.
+    pub status_lines: Vec<String>,
+    pub local_changes: Vec<String>,
+}
+
+impl Outcome {
+    pub fn new(command: Command) -> Self {
+        Outcome {
+            command,
+            started: Instant::now(),
+            branch: None,
+            from: None,
+            to: None,
+            deployed: None,
+            deployed_before: None,
+            changes: Vec::new(),
+            changed_paths: Vec::new(),
+            services: Services::Nothing,
+            retried_restart: false,
+            success: Success::UpToDate,
+            status_lines: Vec::new(),
+            local_changes: Vec::new(),
+        }
+    }
+}
+
+/// How to print.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub output: OutputFormat,
+    pub quiet: bool,
+    pub verbose: bool,
+    pub detailed_exitcode: bool,
+}
+
+/// Print the outcome and return the process exit code.
+pub fn finish(outcome: &Outcome, result: &anyhow::Result<()>, style: Style) -> i32 {
+    let code = match result {
+        Ok(()) if style.detailed_exitcode && outcome.success != Success::UpToDate => {
+            ExitCode::Updated
+        }
+        Ok(()) => ExitCode::Success,
+        Err(err) => exit::code_of(err),
+    };
+    match style.output {
+        OutputFormat::Json => print_json(outcome, result, code),
+        OutputFormat::Text => print_text(outcome, result, style),
+    }
+    code.code()
+}
+
+fn print_text(outcome: &Outcome, result: &anyhow::Result<()>, style: Style) {
+    match result {
+        Err(err) => {
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "pullstart: {}", redact(&headline(err)));
+            if style.verbose {
+                for cause in err.chain().skip(1) {
+                    for line in cause.to_string().lines() {
+                        let _ = writeln!(stderr, "  caused by: {}", redact(line));
+                    }
+                }
+            }
+        }
+        Ok(()) if style.quiet && outcome.command != Command::Status => {}
+        Ok(()) => {
+            let text = success_text(outcome);
+            if !text.is_empty() {
+                let _ = std::io::stdout().lock().write_all(redact(&text).as_bytes());
+            }
+        }
+    }
+}
+
+/// The one line an error shows: the outermost message that is not generic context, i.e. the
+/// first [`exit::Failure`] in the chain, else the top of the chain.
+fn headline(err: &anyhow::Error) -> String {
+    err.chain()
+        .find_map(|c| c.downcast_ref::<exit::Failure>().map(|f| f.message.clone()))
+        .unwrap_or_else(|| {
+            let mut parts: Vec<String> = err.chain().map(|c| c.to_string()).collect();
+            parts.dedup();
+            // An internal error: the whole chain on one line, so cron mail says what broke.
+            format!("error: {}", parts.join(": ").replace('\n', " "))
+        })
+}
+
+fn success_text(outcome: &Outcome) -> String {
+    match (outcome.command, outcome.success) {
+        (Command::Status, _) => outcome
+            .status_lines
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect(),
+        (_, Success::UpToDate) => String::new(),
+        (Command::Run, _) => format!("{}\n", summary(outcome)),
+        (Command::Check, _) => check_text(outcome),
+    }
+}
+
+fn short(id: Option<ObjectId>) -> String {
+    id.map_or_else(|| "(none)".into(), |id| id.to_hex_with_len(7).to_string())
+}
+
+fn services_label(services: &Services) -> String {
+    match services {
+        Services::Nothing => "nothing (no file changed)".into(),
+        Services::All => "all services".into(),
+        Services::Named(names) => names.join(" "),
+    }
+}
+
+/// `updated main 1a2b3c4..5d6e7f8 (12 files); restarted: web worker`
+fn summary(outcome: &Outcome) -> String {
+    let branch = outcome.branch.as_deref().unwrap_or("?");
+    let services = services_label(&outcome.services);
+    if outcome.retried_restart {
+        return format!(
+            "restarted {branch} {} after an earlier failed restart ({} files since {}); restarted: {services}",
+            short(outcome.to),
+            outcome.changed_paths.len(),
+            short(outcome.deployed_before),
+        );
+    }
+    format!(
+        "updated {branch} {}..{} ({} files); restarted: {services}",
+        short(outcome.from),
+        short(outcome.to),
+        outcome.changes.len()
+    )
+}
+
+fn check_text(outcome: &Outcome) -> String {
+    let branch = outcome.branch.as_deref().unwrap_or("?");
+    let mut text = format!(
+        "would update {branch} {}..{} ({} files)\n",
+        short(outcome.from),
+        short(outcome.to),
+        outcome.changes.len()
+    );
+    for change in &outcome.changes {
+        text.push_str(&format!("  {} {}\n", change_letter(change), change.path));
+    }
+    text.push_str(&format!(
+        "would restart: {}\n",
+        services_label(&outcome.services)
+    ));
+    text
+}
+
+fn is_link_or_commit(kind: EntryKind) -> bool {
+    matches!(kind, EntryKind::Link | EntryKind::Commit)
+}
+
+/// `git diff --name-status` letters.
+fn change_letter(change: &Change) -> char {
+    match (change.old, change.new) {
+        (None, _) => 'A',
+        (_, None) => 'D',
+        (Some(old), Some(new))
+            if is_link_or_commit(old.kind) != is_link_or_commit(new.kind)
+                || (old.kind == EntryKind::Commit) != (new.kind == EntryKind::Commit) =>
+        {
+            'T'
+        }
+        _ => 'M',
+    }
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    result: &'a str,
+    exit_code: i32,
+    branch: Option<&'a str>,
+    from: Option<String>,
+    to: Option<String>,
+    deployed: Option<String>,
+    changed_paths: Vec<String>,
+    services: Vec<String>,
+    duration_ms: u128,
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local_changes: Option<&'a [String]>,
+}
+
+fn print_json(outcome: &Outcome, result: &anyhow::Result<()>, code: ExitCode) {
+    let hex = |id: Option<ObjectId>| id.map(|id| id.to_string());
+    let report = JsonReport {
+        result: match result {
+            Ok(()) => outcome.success.result(),
+            Err(_) => code.failure_result(),
+        },
+        exit_code: code.code(),
+        branch: outcome.branch.as_deref(),
+        from: hex(outcome.from),
+        to: hex(outcome.to),
+        deployed: hex(outcome.deployed),
+        changed_paths: outcome
+            .changed_paths
+            .iter()
+            .map(|p| p.to_str_lossy().into_owned())
+            .collect(),
+        services: outcome.services.names().to_vec(),
+        duration_ms: outcome.started.elapsed().as_millis(),
+        error: result
+            .as_ref()
+            .err()
+            .map(|err| redact(&headline(err)).into_owned()),
+        local_changes: (outcome.command == Command::Status)
+            .then_some(outcome.local_changes.as_slice()),
+    };
+    let json = serde_json::to_string(&report).expect("plain data serializes");
+    let _ = writeln!(std::io::stdout().lock(), "{}", redact(&json));
+}

@@ -1,0 +1,124 @@
+//! Restart: the only code that runs the compose command, as
+//! `CMD [-f FILE]... [-p NAME] restart [SERVICE]...` in the checkout, within a time limit.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::exit::{ExitCode, Failure};
+use crate::plan::Services;
+use crate::settings::Settings;
+
+/// The compose invocation, as words, for `services`; `None` when there is nothing to restart.
+pub fn command_words(settings: &Settings, services: &Services) -> Option<Vec<String>> {
+    if services.is_nothing() {
+        return None;
+    }
+    let mut words = settings.compose_command.clone();
+    for file in &settings.compose_files {
+        words.push("-f".into());
+        words.push(file.to_string_lossy().into_owned());
+    }
+    if let Some(project) = &settings.project_name {
+        words.extend(["-p".into(), project.clone()]);
+    }
+    words.push("restart".into());
+    words.extend(services.names().iter().cloned());
+    Some(words)
+}
+
+/// Run the compose command in `workdir`. A non-zero exit, a signal, a time-out or a command that
+/// cannot start is exit 6, with the last line compose printed in the message.
+pub fn run(words: &[String], workdir: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let shown = shell_words::join(words);
+    let handle = duct::cmd(&words[0], &words[1..])
+        .dir(workdir)
+        .stdin_null()
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .start()
+        .map_err(|err| {
+            let message = format!("restart failed: could not start `{}`: {err}; install Docker Compose or pass --compose-command", words[0]);
+            anyhow::Error::new(err).context(Failure::new(ExitCode::RestartFailed, message))
+        })?;
+    let output = match handle
+        .wait_timeout(timeout)
+        .with_context(|| format!("failed to wait for `{shown}`"))?
+    {
+        Some(output) => output.clone(),
+        None => {
+            let _ = handle.kill();
+            return Err(Failure::new(
+                ExitCode::RestartFailed,
+                format!("restart failed: `{shown}` did not finish within {}s and was killed; the next run retries", timeout.as_secs()),
+            )
+            .into());
+        }
+    };
+    if output.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let how = exit_description(&output.status);
+    let last = last_line(&text);
+    let message = match last {
+        Some(line) => format!("restart failed: `{shown}` {how}: {line}; the next run retries"),
+        None => format!("restart failed: `{shown}` {how}; the next run retries"),
+    };
+    Err(anyhow::anyhow!("compose output:\n{}", text.trim_end())
+        .context(Failure::new(ExitCode::RestartFailed, message)))
+}
+
+fn exit_description(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) => "failed".into(),
+    }
+}
+
+/// The last non-empty line of compose's output, without terminal escapes.
+fn last_line(text: &str) -> Option<String> {
+    text.lines()
+        .map(strip_escapes)
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .last()
+}
+
+/// Remove ANSI escape sequences (compose colours and clears lines even without a terminal).
+fn strip_escapes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters and intermediates, up to and including the final byte (@ to ~).
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_line_skips_blank_lines_and_escapes() {
+        let text = "Restarting web\n\u{1b}[2Kno such service: nosuch\n\n";
+        assert_eq!(last_line(text).as_deref(), Some("no such service: nosuch"));
+        assert_eq!(last_line("\n \n"), None);
+    }
+}

@@ -1,0 +1,332 @@
+//! One invocation as a pipeline of steps:
+//! open -> lock -> fetch -> plan -> guard -> apply -> restart -> record.
+//! Each step adds what it learned to the [`Outcome`], which `report` turns into output.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use gix::bstr::ByteSlice;
+use gix::ObjectId;
+
+use crate::checkout::{self, Checkout};
+use crate::exit::{fail, ExitCode, Failure};
+use crate::plan::{self, Plan};
+use crate::report::{Outcome, Success};
+use crate::settings::{Command, Settings};
+use crate::{apply, fetch, guard, lock, record, restart};
+
+/// How long a fetch may take before it counts as failed (exit 3).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Carry out `settings.command`, recording what happened in `outcome`.
+pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()> {
+    let checkout = checkout::open(settings)?;
+    outcome.branch = Some(checkout.branch_name());
+    outcome.from = checkout.head;
+    outcome.to = checkout.head;
+    if settings.command == Command::Status {
+        return status(settings, &checkout, outcome);
+    }
+
+    let _lock = lock::acquire(checkout.git_dir())?;
+    step(
+        settings,
+        format_args!(
+            "locked {}",
+            checkout.git_dir().join("pullstart.lock").display()
+        ),
+    );
+    let deployed = deployed_or_head(settings, &checkout)?;
+    outcome.deployed = deployed;
+    outcome.deployed_before = deployed;
+
+    let tracking =
+        fetch::tracking_ref_name(&checkout.repo, &checkout.remote, &checkout.remote_branch)?;
+    let previous_tip = read_ref(&checkout.repo, tracking.as_bstr())?;
+    let fetched = fetch::fetch(
+        &checkout.repo,
+        &checkout.remote,
+        &checkout.remote_branch,
+        FETCH_TIMEOUT,
+    )?;
+    step(
+        settings,
+        format_args!(
+            "fetched `{}` from {}: {:?}",
+            checkout.remote_branch, fetched.url, fetched.tip
+        ),
+    );
+    let Some(tip) = fetched.tip else {
+        if checkout.head.is_none() {
+            // Cloned from an empty remote that still has no commits: nothing to follow yet.
+            return Ok(());
+        }
+        return fail(
+            ExitCode::Usage,
+            format!(
+                "branch `{}` does not exist on remote `{}` ({}); pass --branch or set the upstream with `git branch --set-upstream-to`",
+                checkout.remote_branch, checkout.remote, fetched.url
+            ),
+        );
+    };
+
+    let remote_ref = format!("{}/{}", checkout.remote, checkout.remote_branch);
+    let relation = plan::relation(&checkout.repo, checkout.head, tip, previous_tip)?;
+    if let Some(refusal) = plan::refusal(relation, &checkout.branch_name(), &remote_ref) {
+        return Err(refusal.into());
+    }
+    let plan = make_plan(settings, &checkout, tip, deployed)?;
+    outcome.changes = plan.changes.clone();
+    outcome.changed_paths = plan.changed_paths.clone();
+    outcome.services = plan.services.clone();
+    if plan.is_up_to_date() {
+        return Ok(());
+    }
+    refuse_unsafe_paths(&plan)?;
+
+    match settings.command {
+        Command::Check => {
+            let index = checkout
+                .repo
+                .index_or_empty()
+                .context("failed to read the index")?;
+            guard::check(&checkout.repo, &index, &plan.changes)?;
+            outcome.to = Some(tip);
+            outcome.success = Success::WouldUpdate;
+            Ok(())
+        }
+        Command::Run => update_and_restart(settings, &checkout, &plan, outcome),
+        Command::Status => unreachable!("handled above"),
+    }
+}
+
+/// The run's side: guard, apply, restart, record.
+fn update_and_restart(
+    settings: &Settings,
+    checkout: &Checkout,
+    plan: &Plan,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    let repo = &checkout.repo;
+    if plan.moves_head() {
+        // Taken before the guard, so that no git command changes the index between the check
+        // and the write (git's own `index.lock`; a crashed git leaves it behind).
+        let index_lock = lock_index(repo)?;
+        let index = repo
+            .open_index()
+            .or_else(|_| empty_index(repo))
+            .context("failed to read the index")?;
+        guard::check(repo, &index, &plan.changes)?;
+        interrupted_check()?;
+        apply::apply(checkout, plan, index, index_lock)?;
+        step(
+            settings,
+            format_args!(
+                "fast-forwarded to {} ({} paths)",
+                plan.tip,
+                plan.changes.len()
+            ),
+        );
+    } else {
+        outcome.retried_restart = !plan.services.is_nothing();
+    }
+    outcome.to = Some(plan.tip);
+    outcome.success = Success::Updated;
+
+    if let Some(words) = restart::command_words(settings, &plan.services) {
+        step(
+            settings,
+            format_args!("running `{}`", shell_words::join(&words)),
+        );
+        restart::run(&words, &checkout.workdir, settings.restart_timeout)?;
+    }
+    record::set_deployed(repo, plan.deployed, plan.tip, "pullstart: deployed")?;
+    outcome.deployed = Some(plan.tip);
+    Ok(())
+}
+
+/// Compute the plan for moving HEAD to `tip`.
+fn make_plan(
+    settings: &Settings,
+    checkout: &Checkout,
+    tip: ObjectId,
+    deployed: Option<ObjectId>,
+) -> anyhow::Result<Plan> {
+    let repo = &checkout.repo;
+    let tip_tree = checkout::tree_of(repo, Some(tip))?;
+    let head_tree = checkout::tree_of(repo, checkout.head)?;
+    let changes = plan::changes(repo, head_tree, tip_tree)?;
+    let changed_paths = if deployed == checkout.head {
+        plan::paths(&changes)
+    } else {
+        let deployed_tree = checkout::tree_of(repo, deployed)?;
+        plan::paths(&plan::changes(repo, deployed_tree, tip_tree)?)
+    };
+    let services = if deployed == Some(tip) {
+        plan::Services::Nothing
+    } else {
+        plan::services(&changed_paths, settings.services.as_deref())
+    };
+    Ok(Plan {
+        head: checkout.head,
+        tip,
+        deployed,
+        changes,
+        changed_paths,
+        services,
+    })
+}
+
+fn refuse_unsafe_paths(plan: &Plan) -> anyhow::Result<()> {
+    let unsafe_paths: Vec<String> = plan
+        .changes
+        .iter()
+        .filter_map(|c| {
+            c.new
+                .and_then(|new| plan::unsafe_path(c.path.as_bstr(), new.kind))
+        })
+        .collect();
+    if unsafe_paths.is_empty() {
+        return Ok(());
+    }
+    fail(
+        ExitCode::Usage,
+        format!(
+            "refused: the remote tree {} contains unsafe paths that git would never check out: {}; nothing was touched; fix the remote branch",
+            plan.tip,
+            unsafe_paths.join(", ")
+        ),
+    )
+}
+
+/// The deployed commit. A run creates the ref at HEAD when it is missing (the containers are
+/// assumed to run HEAD's code); `check` only assumes it.
+fn deployed_or_head(settings: &Settings, checkout: &Checkout) -> anyhow::Result<Option<ObjectId>> {
+    if let Some(id) = record::deployed(&checkout.repo)? {
+        return Ok(Some(id));
+    }
+    if let (Command::Run, Some(head)) = (settings.command, checkout.head) {
+        record::set_deployed(
+            &checkout.repo,
+            None,
+            head,
+            "pullstart: assume HEAD is deployed",
+        )?;
+    }
+    Ok(checkout.head)
+}
+
+fn read_ref(repo: &gix::Repository, name: &gix::bstr::BStr) -> anyhow::Result<Option<ObjectId>> {
+    let name = name.to_str_lossy();
+    match repo
+        .try_find_reference(name.as_ref())
+        .with_context(|| format!("failed to read `{name}`"))?
+    {
+        None => Ok(None),
+        Some(mut r) => Ok(r.peel_to_id().ok().map(|id| id.detach())),
+    }
+}
+
+fn lock_index(repo: &gix::Repository) -> anyhow::Result<gix::lock::File> {
+    let path = repo.index_path();
+    gix::lock::File::acquire_to_update_resource(&path, gix::lock::acquire::Fail::Immediately, None, 0).map_err(|err| {
+        anyhow::Error::new(err).context(Failure::new(
+            ExitCode::Locked,
+            format!(
+                "skipped: `{}.lock` exists: another git command is using the checkout, or one crashed; if no git process is running, remove that file",
+                path.display()
+            ),
+        ))
+    })
+}
+
+fn empty_index(repo: &gix::Repository) -> anyhow::Result<gix::index::File> {
+    Ok(gix::index::File::from_state(
+        gix::index::State::new(repo.object_hash()),
+        repo.index_path(),
+    ))
+}
+
+fn interrupted_check() -> anyhow::Result<()> {
+    if gix::interrupt::is_triggered() {
+        return fail(
+            ExitCode::Internal,
+            "interrupted before the update started; nothing was touched",
+        );
+    }
+    Ok(())
+}
+
+fn step(settings: &Settings, what: std::fmt::Arguments<'_>) {
+    if settings.verbose {
+        eprintln!("pullstart: {}", crate::redact::redact(&what.to_string()));
+    }
+}
+
+/// `status`: what the checkout looks like, without fetching.
+fn status(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> anyhow::Result<()> {
+    let repo = &checkout.repo;
+    let tracking = fetch::tracking_ref_name(repo, &checkout.remote, &checkout.remote_branch)?;
+    let tip = read_ref(repo, tracking.as_bstr())?;
+    let deployed = record::deployed(repo)?;
+    outcome.deployed = deployed;
+    outcome.deployed_before = deployed;
+    let mut lines = vec![
+        format!(
+            "branch:   {} (following {})",
+            checkout.branch_name(),
+            tracking.as_bstr()
+        ),
+        format!("HEAD:     {}", hex_or(checkout.head, "unborn")),
+        format!(
+            "remote:   {} (as of the last fetch)",
+            hex_or(tip, "not fetched yet")
+        ),
+        format!(
+            "deployed: {}",
+            hex_or(deployed, "not recorded yet (a run records HEAD)")
+        ),
+    ];
+    if let Some(tip) = tip {
+        let relation = plan::relation(repo, checkout.head, tip, None)?;
+        let remote_ref = format!("{}/{}", checkout.remote, checkout.remote_branch);
+        if let Some(refusal) = plan::refusal(relation, &checkout.branch_name(), &remote_ref) {
+            lines.push(format!("pending:  {}", refusal.message));
+        } else {
+            let plan = make_plan(settings, checkout, tip, deployed.or(checkout.head))?;
+            let index = repo.index_or_empty().context("failed to read the index")?;
+            let blocked = guard::blocked_paths(repo, &index, &plan.changes)?;
+            outcome.local_changes = blocked
+                .iter()
+                .map(|b| b.path.to_str_lossy().into_owned())
+                .collect();
+            outcome.to = Some(tip);
+            outcome.changes = plan.changes.clone();
+            outcome.changed_paths = plan.changed_paths.clone();
+            outcome.services = plan.services.clone();
+            if plan.is_up_to_date() {
+                lines.push("pending:  nothing, up to date".into());
+            } else {
+                outcome.success = Success::WouldUpdate;
+                lines.push(format!(
+                    "pending:  {} files; would restart: {}",
+                    plan.changes.len(),
+                    match &plan.services {
+                        plan::Services::Nothing => "nothing".to_string(),
+                        plan::Services::All => "all services".to_string(),
+                        plan::Services::Named(n) => n.join(" "),
+                    }
+                ));
+                if !blocked.is_empty() {
+                    lines.push(format!("blocked:  {}", guard::refusal(&blocked).message));
+                }
+            }
+        }
+    }
+    outcome.status_lines = lines;
+    Ok(())
+}
+
+fn hex_or(id: Option<ObjectId>, missing: &str) -> String {
+    id.map_or_else(|| missing.to_string(), |id| id.to_string())
+}

@@ -1,0 +1,1526 @@
+//! The validated settings of one invocation: the flags laid over the `--config` YAML file, with
+//! every default resolved and every value checked, before anything touches the repository.
+//!
+//! Precedence: a flag that was given wins over the file's key, which wins over the default.
+//! Every error here is a [`Failure`] with [`ExitCode::Usage`](crate::exit::ExitCode::Usage) and a
+//! one-line message naming the flag, or the file, line and key, and what to do.
+//!
+//! Paths: a relative `repo` or `compose_files` entry in the config file is relative to the file's
+//! directory (made absolute here, since compose runs in the checkout); a relative `--repo` is
+//! relative to the current directory, and `--compose-file` values are kept as given (compose
+//! resolves them in the checkout, its working directory).
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use crate::cli::{Cli, CliCommand, Options};
+use crate::exit::Failure;
+
+/// What this invocation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Fetch, fast-forward, restart.
+    Run,
+    /// Fetch and report what a run would do, acting on nothing (also `--dry-run`).
+    Check,
+    /// Offline report of the checkout's state.
+    Status,
+}
+
+/// How results and errors are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// One summary line on an update, one error line on stderr, nothing otherwise
+    #[default]
+    Text,
+    /// Exactly one JSON object on stdout per invocation
+    Json,
+}
+
+/// Everything one invocation needs to know, validated, with every default resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub command: Command,
+    /// The checkout; `.` by default.
+    pub repo: PathBuf,
+    /// `None`: resolve from the current branch's upstream (else `origin`) once the repo is open.
+    pub remote: Option<String>,
+    /// `None`: resolve from the current branch's upstream (else its own name) once the repo is open.
+    pub branch: Option<String>,
+    /// The program and its leading arguments; never empty, the program never an empty word.
+    pub compose_command: Vec<String>,
+    /// Passed to compose as `-f FILE`, in this order.
+    pub compose_files: Vec<PathBuf>,
+    /// Passed to compose as `-p NAME`.
+    pub project_name: Option<String>,
+    /// `None`: not configured (derive the services from the changes). Never `Some(empty)`; names
+    /// are unique, in the order given.
+    pub services: Option<Vec<String>>,
+    /// The time limit for the compose command.
+    pub restart_timeout: Duration,
+    pub detailed_exitcode: bool,
+    pub output: OutputFormat,
+    pub quiet: bool,
+    pub verbose: bool,
+    /// The `--config` file as given on the command line.
+    pub config_file: Option<PathBuf>,
+}
+
+/// The compose command when neither the flag nor the file names one.
+pub const DEFAULT_COMPOSE_COMMAND: [&str; 2] = ["docker", "compose"];
+/// The compose command's time limit when neither the flag nor the file sets one.
+pub const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The longest restart timeout accepted (a larger one is surely a typo, and would overflow timers).
+const MAX_RESTART_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// A config file larger than this is refused unread.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+impl Settings {
+    /// Flags plus the YAML file (if `--config`) -> one value; every error is a [`Failure`] with
+    /// exit code 2 (usage).
+    ///
+    /// Both sources are validated in full, each into a [`Layer`], before they are merged: a bad
+    /// value in the file is an error even where a flag overrides it today.
+    pub fn resolve(cli: Cli) -> Result<Settings> {
+        let Cli {
+            command,
+            options: flags,
+        } = cli;
+        let file = match &flags.config {
+            Some(path) => ConfigFile::load(path)?.layer()?,
+            None => Layer::default(),
+        };
+        let command = match command.unwrap_or(CliCommand::Run) {
+            CliCommand::Run if flags.dry_run => Command::Check,
+            CliCommand::Run => Command::Run,
+            CliCommand::Check => Command::Check,
+            // Status changes nothing: --dry-run is already true of it.
+            CliCommand::Status => Command::Status,
+        };
+        let config_file = flags.config.clone();
+        let flags = Layer::from_flags(flags)?;
+
+        Ok(Settings {
+            command,
+            repo: flags
+                .repo
+                .or(file.repo)
+                .unwrap_or_else(|| PathBuf::from(".")),
+            remote: flags.remote.or(file.remote),
+            branch: flags.branch.or(file.branch),
+            compose_command: flags
+                .compose_command
+                .or(file.compose_command)
+                .unwrap_or_else(|| DEFAULT_COMPOSE_COMMAND.map(String::from).to_vec()),
+            compose_files: flags
+                .compose_files
+                .or(file.compose_files)
+                .unwrap_or_default(),
+            project_name: flags.project_name.or(file.project_name),
+            services: flags.services.or(file.services),
+            restart_timeout: flags
+                .restart_timeout
+                .or(file.restart_timeout)
+                .unwrap_or(DEFAULT_RESTART_TIMEOUT),
+            detailed_exitcode: flags
+                .detailed_exitcode
+                .or(file.detailed_exitcode)
+                .unwrap_or(false),
+            output: flags.output.or(file.output).unwrap_or_default(),
+            quiet: flags.quiet.or(file.quiet).unwrap_or(false),
+            verbose: flags.verbose.or(file.verbose).unwrap_or(false),
+            config_file,
+        })
+    }
+}
+
+/// The validated values of one source, flags or file; `None` where that source says nothing.
+#[derive(Debug, Default)]
+struct Layer {
+    repo: Option<PathBuf>,
+    remote: Option<String>,
+    branch: Option<String>,
+    compose_command: Option<Vec<String>>,
+    compose_files: Option<Vec<PathBuf>>,
+    project_name: Option<String>,
+    services: Option<Vec<String>>,
+    restart_timeout: Option<Duration>,
+    detailed_exitcode: Option<bool>,
+    output: Option<OutputFormat>,
+    quiet: Option<bool>,
+    verbose: Option<bool>,
+}
+
+impl Layer {
+    /// The flags' layer. A switch that was not given says nothing (the file may turn it on).
+    fn from_flags(flags: Options) -> Result<Layer> {
+        /// Turns a problem with a flag's value into the one-line usage error.
+        fn flag(name: &'static str) -> impl Fn(String) -> anyhow::Error {
+            move |problem| Failure::usage(format!("{name}: {problem}")).into()
+        }
+        let compose_files = match flags.compose_files {
+            files if files.is_empty() => None,
+            files => Some(
+                files
+                    .into_iter()
+                    .map(|f| check_path("compose file", f))
+                    .collect::<Result<_, _>>()
+                    .map_err(flag("--compose-file"))?,
+            ),
+        };
+        Ok(Layer {
+            repo: flags
+                .repo
+                .map(|repo| check_path("checkout path", repo))
+                .transpose()
+                .map_err(flag("--repo"))?,
+            remote: flags
+                .remote
+                .map(|name| check_git_name("remote", name))
+                .transpose()
+                .map_err(flag("--remote"))?,
+            branch: flags
+                .branch
+                .map(|name| check_git_name("branch", name))
+                .transpose()
+                .map_err(flag("--branch"))?,
+            compose_command: flags
+                .compose_command
+                .map(|line| split_command(&line))
+                .transpose()
+                .map_err(flag("--compose-command"))?,
+            compose_files,
+            project_name: flags
+                .project_name
+                .map(check_project_name)
+                .transpose()
+                .map_err(flag("--project-name"))?,
+            services: flags
+                .services
+                .map(check_services)
+                .transpose()
+                .map_err(flag("--services"))?,
+            restart_timeout: flags
+                .restart_timeout
+                .map(|text| parse_timeout(&text))
+                .transpose()
+                .map_err(flag("--restart-timeout"))?,
+            detailed_exitcode: flags.detailed_exitcode.then_some(true),
+            output: flags.output,
+            quiet: flags.quiet.then_some(true),
+            verbose: flags.verbose.then_some(true),
+        })
+    }
+}
+
+/// The output format the user asked for on the command line alone: used to report errors that
+/// happen while resolving settings (an `output` key in a config file that fails to load cannot
+/// be trusted).
+pub fn output_from_flags(cli: &Cli) -> OutputFormat {
+    cli.options.output.unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The config file
+// ---------------------------------------------------------------------------------------------
+
+/// The keys a config file may hold, in the order the help lists them. Kept equal to
+/// [`RawConfig`]'s fields by a test.
+const CONFIG_KEYS: [&str; 12] = [
+    "repo",
+    "remote",
+    "branch",
+    "compose_command",
+    "compose_files",
+    "project_name",
+    "services",
+    "restart_timeout",
+    "detailed_exitcode",
+    "output",
+    "quiet",
+    "verbose",
+];
+
+/// The config file's values as written, type-checked by serde but not yet validated. A key set to
+/// null (`remote:` with nothing after it) counts as not set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    repo: Option<PathBuf>,
+    remote: Option<String>,
+    branch: Option<String>,
+    /// A string split like the flag, or a list of words; checked in [`command_from_yaml`].
+    compose_command: Option<serde_yaml::Value>,
+    compose_files: Option<Vec<PathBuf>>,
+    project_name: Option<String>,
+    services: Option<Vec<String>>,
+    restart_timeout: Option<String>,
+    detailed_exitcode: Option<bool>,
+    output: Option<OutputFormat>,
+    quiet: Option<bool>,
+    verbose: Option<bool>,
+}
+
+/// A loaded config file: where it is, its text (to point at lines), and its values.
+#[derive(Debug)]
+struct ConfigFile {
+    /// As given with `--config`, for messages.
+    path: PathBuf,
+    /// The absolute directory relative paths in the file are resolved against.
+    dir: PathBuf,
+    text: String,
+    values: RawConfig,
+}
+
+impl ConfigFile {
+    fn load(path: &Path) -> Result<ConfigFile> {
+        let shown = path.display();
+        if path.as_os_str().is_empty() {
+            return Err(Failure::usage("--config: the file name is empty").into());
+        }
+        let absolute = std::path::absolute(path)
+            .map_err(|e| Failure::usage(format!("cannot read config `{shown}`: {e}")))?;
+        let dir = absolute
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| absolute.clone());
+
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(|e| {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::NotFound => "; check the --config path",
+                    std::io::ErrorKind::PermissionDenied => "; check its permissions",
+                    std::io::ErrorKind::IsADirectory => "; give the path of a YAML file",
+                    _ => "",
+                };
+                Failure::usage(format!(
+                    "cannot read config `{shown}`: {}{hint}",
+                    io_reason(&e)
+                ))
+            })?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(Failure::usage(format!(
+                "config `{shown}` is larger than 1 MiB; a pullstart config is a short YAML file: \
+                 check the --config path"
+            ))
+            .into());
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let (line, column) = line_column(e.as_bytes(), e.utf8_error().valid_up_to());
+            Failure::usage(format!(
+                "config `{shown}` line {line} column {column}: not UTF-8 text (a binary file?); \
+                 a config is a YAML text file"
+            ))
+        })?;
+
+        let mut file = ConfigFile {
+            path: path.to_path_buf(),
+            dir,
+            text,
+            values: RawConfig::default(),
+        };
+        file.values = file.parse()?;
+        Ok(file)
+    }
+
+    fn parse(&self) -> Result<RawConfig> {
+        let text = &self.text;
+        if let Some(offset) =
+            text.find(|c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{85}'))
+        {
+            let (line, column) = line_column(text.as_bytes(), offset);
+            return Err(self.error(
+                Some((line, Some(column))),
+                "contains a control character (a binary file?); a config is a YAML text file",
+            ));
+        }
+        // Look at the document's shape first, so that a list or a scalar gets a clear message.
+        let document: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| self.yaml_error(e))?;
+        match document {
+            serde_yaml::Value::Null => return Ok(RawConfig::default()),
+            serde_yaml::Value::Mapping(_) => {}
+            other => {
+                return Err(self.error(
+                    first_content_line(text).map(|line| (line, None)),
+                    &format!(
+                        "expected a mapping of keys to values (like `remote: origin`), found {}",
+                        yaml_kind(&other)
+                    ),
+                ))
+            }
+        }
+        serde_yaml::from_str(text).map_err(|e| self.yaml_error(e))
+    }
+
+    /// The file's layer: every value checked, relative paths made absolute.
+    fn layer(&self) -> Result<Layer> {
+        let raw = &self.values;
+        Ok(Layer {
+            repo: raw
+                .repo
+                .as_deref()
+                .map(|repo| self.path(repo))
+                .transpose()
+                .map_err(self.key_error("repo"))?,
+            remote: raw
+                .remote
+                .clone()
+                .map(|name| check_git_name("remote", name))
+                .transpose()
+                .map_err(self.key_error("remote"))?,
+            branch: raw
+                .branch
+                .clone()
+                .map(|name| check_git_name("branch", name))
+                .transpose()
+                .map_err(self.key_error("branch"))?,
+            compose_command: raw
+                .compose_command
+                .as_ref()
+                .map(command_from_yaml)
+                .transpose()
+                .map_err(self.key_error("compose_command"))?,
+            compose_files: raw
+                .compose_files
+                .as_ref()
+                .map(|files| files.iter().map(|f| self.path(f)).collect::<Result<_, _>>())
+                .transpose()
+                .map_err(self.key_error("compose_files"))?,
+            project_name: raw
+                .project_name
+                .clone()
+                .map(check_project_name)
+                .transpose()
+                .map_err(self.key_error("project_name"))?,
+            services: raw
+                .services
+                .clone()
+                .map(check_services)
+                .transpose()
+                .map_err(self.key_error("services"))?,
+            restart_timeout: raw
+                .restart_timeout
+                .as_deref()
+                .map(parse_timeout)
+                .transpose()
+                .map_err(self.key_error("restart_timeout"))?,
+            detailed_exitcode: raw.detailed_exitcode,
+            output: raw.output,
+            quiet: raw.quiet,
+            verbose: raw.verbose,
+        })
+    }
+
+    /// A path from the file: relative ones are relative to the file's directory.
+    fn path(&self, path: &Path) -> Result<PathBuf, String> {
+        let path = check_path("path", path.to_path_buf())?;
+        if path.starts_with("~") {
+            return Err(format!(
+                "`{}`: `~` is not expanded here; write the full path",
+                path.display()
+            ));
+        }
+        Ok(if path.is_absolute() {
+            path
+        } else {
+            self.dir.join(path)
+        })
+    }
+
+    /// The one-line error for `message` about this file, at a line (and column) when known.
+    fn error(&self, at: Option<(usize, Option<usize>)>, message: &str) -> anyhow::Error {
+        let place = match at {
+            Some((line, Some(column))) => format!(" line {line} column {column}"),
+            Some((line, None)) => format!(" line {line}"),
+            None => String::new(),
+        };
+        Failure::usage(format!(
+            "config `{}`{place}: {message}",
+            self.path.display()
+        ))
+        .into()
+    }
+
+    /// Turns a problem with a key's value into the one-line error pointing at the key.
+    fn key_error<'a>(&'a self, key: &'a str) -> impl Fn(String) -> anyhow::Error + 'a {
+        move |problem| {
+            let at = key_positions(&self.text, key)
+                .first()
+                .map(|&(line, _)| (line, None));
+            self.error(at, &format!("`{key}`: {problem}"))
+        }
+    }
+
+    /// Rewords serde_yaml's error (`path: message at line L column C`) as ours.
+    fn yaml_error(&self, err: serde_yaml::Error) -> anyhow::Error {
+        let mut message = err.to_string();
+        let mut at = err.location().map(|l| (l.line(), Some(l.column())));
+        if let Some(location) = err.location() {
+            let suffix = format!(" at line {} column {}", location.line(), location.column());
+            if let Some(start) = message.find(&suffix) {
+                message.replace_range(start..start + suffix.len(), "");
+            }
+        }
+
+        // A value of the wrong type: serde_yaml names the key path and points at the value.
+        if let Some((path, rest)) = message.split_once(": ") {
+            let key = path.split(['[', '.']).next().unwrap_or(path);
+            if CONFIG_KEYS.contains(&key) {
+                let mut rest = rest.to_owned();
+                if rest.contains("expected a sequence") {
+                    rest.push_str("; write a list, like `[a, b]` or one `- a` line per item");
+                } else if rest.starts_with("unknown variant") && key == "output" {
+                    rest = rest.replacen("unknown variant", "unknown format", 1);
+                }
+                return self.error(at, &format!("`{path}`: {rest}"));
+            }
+        }
+
+        if let Some(name) = backticked_after(&message, "unknown field `") {
+            let positions = key_positions(&self.text, &name);
+            if let Some(&(line, column)) = positions.first() {
+                at = Some((line, Some(column)));
+            }
+            let suggestion = CONFIG_KEYS
+                .iter()
+                .map(|key| (edit_distance(&name.replace('-', "_"), key), key))
+                .filter(|&(distance, _)| distance <= 2)
+                .min()
+                .map(|(_, key)| format!(" (did you mean `{key}`?)"))
+                .unwrap_or_default();
+            return self.error(
+                at,
+                &format!(
+                    "unknown key `{}`{suggestion}; expected one of: {}",
+                    printable(&name),
+                    CONFIG_KEYS.join(", ")
+                ),
+            );
+        }
+        let duplicate = backticked_after(&message, "duplicate field `").or_else(|| {
+            // From the first look at the document, as a plain mapping.
+            let rest = message.strip_prefix("duplicate entry with key \"")?;
+            Some(rest[..rest.find('"')?].to_owned())
+        });
+        if let Some(name) = duplicate {
+            let positions = key_positions(&self.text, &name);
+            if let Some(&(line, column)) = positions.get(1).or(positions.first()) {
+                at = Some((line, Some(column)));
+            }
+            return self.error(
+                at,
+                &format!("key `{}` is given twice; keep one", printable(&name)),
+            );
+        }
+        if message.contains("expected field identifier") {
+            return self.error(at, &format!("{message}: keys are names like `remote`"));
+        }
+
+        let mut message = format!("not valid YAML: {message}");
+        if message.contains("tab character") || message.contains("cannot start any token") {
+            message.push_str("; YAML indents with spaces, not tabs");
+        }
+        self.error(at, &message)
+    }
+}
+
+/// The text between `prefix` and the next backtick, when `message` starts with `prefix`.
+fn backticked_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    Some(rest[..rest.find('`')?].to_owned())
+}
+
+/// Where `key` stands as a mapping key in `text`: (line, column), 1-based, in order. A textual
+/// scan (serde_yaml keeps no positions of keys): `key:`, `"key":` or `'key':` at the start of a
+/// line or after `{` or `,`, outside comments.
+fn key_positions(text: &str, key: &str) -> Vec<(usize, usize)> {
+    let forms = [key.to_owned(), format!("\"{key}\""), format!("'{key}'")];
+    let mut found = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let content = match line.find(" #") {
+            Some(comment) => &line[..comment],
+            None => line,
+        };
+        if content.trim_start().starts_with('#') {
+            continue;
+        }
+        let mut hit = None;
+        for form in &forms {
+            for (start, _) in content.match_indices(form.as_str()) {
+                let before = content[..start].trim_end_matches([' ', '\t']);
+                let starts_key = before.is_empty()
+                    || before.ends_with(['{', ','])
+                    || before.ends_with("- ")
+                    || before == "-"
+                    || before == "?";
+                let after = content[start + form.len()..].trim_start_matches([' ', '\t']);
+                let ends_key = after == ":" || after.starts_with(": ") || after.starts_with(":\t");
+                if starts_key && ends_key {
+                    hit = Some(hit.map_or(start, |h: usize| h.min(start)));
+                }
+            }
+        }
+        if let Some(start) = hit {
+            found.push((index + 1, content[..start].chars().count() + 1));
+        }
+    }
+    found
+}
+
+/// Levenshtein distance, for suggesting the key a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// The first line holding something other than blanks, comments and document markers.
+fn first_content_line(text: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let line = line.trim();
+            !(line.is_empty() || line.starts_with('#') || line == "---" || line.starts_with('%'))
+        })
+        .map(|index| index + 1)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    (line, column)
+}
+
+fn yaml_kind(value: &serde_yaml::Value) -> &'static str {
+    match value {
+        serde_yaml::Value::Null => "nothing",
+        serde_yaml::Value::Bool(_) => "a boolean",
+        serde_yaml::Value::Number(_) => "a number",
+        serde_yaml::Value::String(_) => "a string",
+        serde_yaml::Value::Sequence(_) => "a list",
+        serde_yaml::Value::Mapping(_) => "a mapping",
+        serde_yaml::Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// A value for a message: as written, with control characters escaped.
+fn printable(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// An I/O error's reason without Rust's ` (os error N)` suffix.
+fn io_reason(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(end) => text[..end].to_owned(),
+        None => text,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks shared by flags and the file. Each returns the problem as a phrase that follows
+// "--flag: " or "config `F` line L: `key`: " and says what to do.
+// ---------------------------------------------------------------------------------------------
+
+fn check_path(what: &str, path: PathBuf) -> Result<PathBuf, String> {
+    if path.as_os_str().is_empty() {
+        return Err(format!("the {what} is empty; give a path"));
+    }
+    Ok(path)
+}
+
+/// A remote or branch name: what git would refuse in a ref name, and what would be read as an
+/// option.
+fn check_git_name(what: &str, name: String) -> Result<String, String> {
+    let shown = printable(&name);
+    let example = if what == "remote" { "origin" } else { "main" };
+    let remedy = format!("give the {what}'s name as git knows it, like `{example}`");
+    let problem = if name.is_empty() {
+        return Err(format!("the {what} name is empty; {remedy}"));
+    } else if name.starts_with('-') {
+        "starts with `-`".to_owned()
+    } else if name.chars().any(char::is_whitespace) {
+        "contains whitespace".to_owned()
+    } else if name.chars().any(char::is_control) {
+        "contains a control character".to_owned()
+    } else if name.contains("..") {
+        "contains `..`".to_owned()
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\'))
+    {
+        format!("contains `{c}`")
+    } else if name.contains("@{") || name == "@" {
+        "contains `@{` or is `@`".to_owned()
+    } else if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+        "has an empty path component (a leading, trailing or double `/`)".to_owned()
+    } else if name
+        .split('/')
+        .any(|part| part.starts_with('.') || part.ends_with(".lock"))
+    {
+        "has a component that starts with `.` or ends with `.lock`".to_owned()
+    } else if name.ends_with('.') {
+        "ends with `.`".to_owned()
+    } else {
+        return Ok(name);
+    };
+    Err(format!(
+        "`{shown}` {problem}, which git does not allow in a {what} name; {remedy}"
+    ))
+}
+
+/// A compose project name as compose accepts it: `[a-z0-9][a-z0-9_-]*`.
+fn check_project_name(name: String) -> Result<String, String> {
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if valid {
+        Ok(name)
+    } else {
+        Err(format!(
+            "compose would reject the project name `{}`; use lowercase letters, digits, `-` and \
+             `_`, starting with a letter or digit",
+            printable(&name)
+        ))
+    }
+}
+
+/// Service names as the compose file format allows them (`[a-zA-Z0-9._-]+`), none starting with
+/// `-` (compose would read it as an option). Duplicates are dropped, the first one kept.
+fn check_services(names: Vec<String>) -> Result<Vec<String>, String> {
+    if names.is_empty() {
+        return Err(
+            "the list of services is empty; name at least one service, or leave the \
+                    setting out to restart the services the changes map to"
+                .to_owned(),
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut services = Vec::with_capacity(names.len());
+    for name in names {
+        // `--services "web, worker"` means what it says.
+        let name = name.trim().to_owned();
+        if name.is_empty() {
+            return Err(
+                "a service name is empty; separate the names with single commas, like \
+                        `web,worker`"
+                    .to_owned(),
+            );
+        }
+        let shown = printable(&name);
+        if name.starts_with('-') {
+            return Err(format!(
+                "the service name `{shown}` starts with `-`, which compose would read as an \
+                 option; give the names of services in the compose file"
+            ));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            let separate = if c.is_whitespace() {
+                " (separate names with commas)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "the service name `{shown}` contains `{}`{separate}; compose service names use \
+                 letters, digits, `.`, `_` and `-`",
+                printable(c.encode_utf8(&mut [0; 4]))
+            ));
+        }
+        if seen.insert(name.clone()) {
+            services.push(name);
+        }
+    }
+    Ok(services)
+}
+
+/// Splits a compose command like a shell (quotes and backslashes, no expansion).
+fn split_command(line: &str) -> Result<Vec<String>, String> {
+    let words = shell_words::split(line).map_err(|e| {
+        format!(
+            "cannot split `{}` into words: {e}; quote like a shell, e.g. `'my compose' --ansi never`",
+            printable(line)
+        )
+    })?;
+    check_command(words)
+}
+
+/// The config's `compose_command`: a string split like the flag, or a list of words.
+fn command_from_yaml(value: &serde_yaml::Value) -> Result<Vec<String>, String> {
+    use serde_yaml::Value;
+    match value {
+        Value::String(line) => split_command(line),
+        Value::Sequence(items) => {
+            let words = items
+                .iter()
+                .map(|item| match item {
+                    Value::String(word) => Ok(word.clone()),
+                    Value::Number(number) => Ok(number.to_string()),
+                    Value::Bool(flag) => Ok(flag.to_string()),
+                    other => Err(format!(
+                        "expected a list of words, found {} in it",
+                        yaml_kind(other)
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            check_command(words)
+        }
+        other => Err(format!(
+            "expected a command line like `docker compose` or a list of words like \
+             `[docker, compose]`, found {}",
+            yaml_kind(other)
+        )),
+    }
+}
+
+fn check_command(words: Vec<String>) -> Result<Vec<String>, String> {
+    match words.first() {
+        None => {
+            Err("the compose command is empty; give a command like `docker compose`".to_owned())
+        }
+        Some(program) if program.is_empty() => Err(
+            "the compose command's program is an empty word; give a command like `docker compose`"
+                .to_owned(),
+        ),
+        Some(_) => Ok(words),
+    }
+}
+
+/// A restart timeout such as `90s`, `2m` or `1h 30m`: more than zero, at most a day.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let shown = printable(text);
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("`{shown}` is not a duration ({e}); write one like `90s`, `5m` or `1h`")
+    })?;
+    if duration.is_zero() {
+        return Err(format!(
+            "the restart timeout `{shown}` is zero; give a time like `90s` or `5m`"
+        ));
+    }
+    if duration > MAX_RESTART_TIMEOUT {
+        return Err(format!(
+            "the restart timeout `{shown}` is more than a day; give a time like `90s` or `5m` \
+             (`m` is minutes, `M` months)"
+        ));
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::{code_of, ExitCode};
+    use clap::Parser;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut argv = vec!["pullstart"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    fn resolve(args: &[&str]) -> Settings {
+        Settings::resolve(cli(args)).unwrap_or_else(|e| panic!("{args:?}: {e:#}"))
+    }
+
+    /// The one-line usage error resolving `args` gives.
+    fn usage_error(args: &[&str]) -> String {
+        let err = Settings::resolve(cli(args)).expect_err(&format!("{args:?} should fail"));
+        assert_eq!(code_of(&err), ExitCode::Usage, "{err:#}");
+        let message = err.to_string();
+        assert!(!message.contains('\n'), "not one line: {message}");
+        message
+    }
+
+    /// A config file in a fresh temporary directory.
+    struct Config {
+        dir: tempfile::TempDir,
+        path: PathBuf,
+    }
+
+    fn config(text: impl AsRef<[u8]>) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pullstart.yml");
+        std::fs::write(&path, text).unwrap();
+        Config { dir, path }
+    }
+
+    impl Config {
+        fn arg(&self) -> &str {
+            self.path.to_str().unwrap()
+        }
+        fn resolve(&self, args: &[&str]) -> Settings {
+            let mut all = vec!["--config", self.arg()];
+            all.extend_from_slice(args);
+            resolve(&all)
+        }
+        fn error(&self) -> String {
+            usage_error(&["--config", self.arg()])
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = resolve(&[]);
+        assert_eq!(
+            s,
+            Settings {
+                command: Command::Run,
+                repo: PathBuf::from("."),
+                remote: None,
+                branch: None,
+                compose_command: vec!["docker".into(), "compose".into()],
+                compose_files: vec![],
+                project_name: None,
+                services: None,
+                restart_timeout: Duration::from_secs(300),
+                detailed_exitcode: false,
+                output: OutputFormat::Text,
+                quiet: false,
+                verbose: false,
+                config_file: None,
+            }
+        );
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(resolve(&[]).command, Command::Run);
+        assert_eq!(resolve(&["run"]).command, Command::Run);
+        assert_eq!(resolve(&["check"]).command, Command::Check);
+        assert_eq!(resolve(&["status"]).command, Command::Status);
+        assert_eq!(resolve(&["--dry-run"]).command, Command::Check);
+        assert_eq!(resolve(&["run", "--dry-run"]).command, Command::Check);
+        assert_eq!(resolve(&["--dry-run", "check"]).command, Command::Check);
+        assert_eq!(resolve(&["status", "--dry-run"]).command, Command::Status);
+    }
+
+    #[test]
+    fn repo_before_and_after_the_subcommand() {
+        assert_eq!(resolve(&["-C", "/srv/app"]).repo, PathBuf::from("/srv/app"));
+        assert_eq!(
+            resolve(&["-C", "/srv/app", "check"]).repo,
+            PathBuf::from("/srv/app")
+        );
+        let s = resolve(&["check", "-C", "/srv/app"]);
+        assert_eq!(
+            (s.command, s.repo),
+            (Command::Check, PathBuf::from("/srv/app"))
+        );
+        // Relative to the current directory: kept as given.
+        assert_eq!(resolve(&["-C", "app"]).repo, PathBuf::from("app"));
+    }
+
+    #[test]
+    fn every_flag() {
+        let s = resolve(&[
+            "check",
+            "-C",
+            "repo",
+            "--remote",
+            "upstream",
+            "--branch",
+            "release/1.x",
+            "--compose-command",
+            "podman-compose",
+            "-f",
+            "b.yml",
+            "-f",
+            "/abs/a.yml",
+            "-p",
+            "my_app-2",
+            "--services",
+            "web,worker",
+            "--restart-timeout",
+            "90s",
+            "--detailed-exitcode",
+            "--output",
+            "json",
+            "-q",
+            "-v",
+        ]);
+        assert_eq!(s.command, Command::Check);
+        assert_eq!(s.remote.as_deref(), Some("upstream"));
+        assert_eq!(s.branch.as_deref(), Some("release/1.x"));
+        assert_eq!(s.compose_command, ["podman-compose"]);
+        assert_eq!(
+            s.compose_files,
+            [PathBuf::from("b.yml"), PathBuf::from("/abs/a.yml")]
+        );
+        assert_eq!(s.project_name.as_deref(), Some("my_app-2"));
+        assert_eq!(
+            s.services,
+            Some(vec!["web".to_owned(), "worker".to_owned()])
+        );
+        assert_eq!(s.restart_timeout, Duration::from_secs(90));
+        assert!(s.detailed_exitcode && s.quiet && s.verbose);
+        assert_eq!(s.output, OutputFormat::Json);
+    }
+
+    #[test]
+    fn compose_command_splits_like_a_shell() {
+        let s = resolve(&["--compose-command", "docker compose --ansi never"]);
+        assert_eq!(s.compose_command, ["docker", "compose", "--ansi", "never"]);
+        let s = resolve(&["--compose-command", r#"'my compose' "x y" a\ b"#]);
+        assert_eq!(s.compose_command, ["my compose", "x y", "a b"]);
+        let s = resolve(&["--compose-command", "$HOME/bin/compose ~"]);
+        assert_eq!(
+            s.compose_command,
+            ["$HOME/bin/compose", "~"],
+            "no expansion"
+        );
+    }
+
+    #[test]
+    fn bad_compose_commands() {
+        let message = usage_error(&["--compose-command", ""]);
+        assert!(
+            message.starts_with("--compose-command: the compose command is empty"),
+            "{message}"
+        );
+        let message = usage_error(&["--compose-command", "   "]);
+        assert!(message.contains("is empty"), "{message}");
+        let message = usage_error(&["--compose-command", "'' compose"]);
+        assert!(message.contains("program is an empty word"), "{message}");
+        let message = usage_error(&["--compose-command", "docker 'compose"]);
+        assert!(
+            message.starts_with("--compose-command: cannot split `docker 'compose` into words: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(
+            resolve(&["--restart-timeout", "2m"]).restart_timeout,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            resolve(&["--restart-timeout", "1h 30m"]).restart_timeout,
+            Duration::from_secs(5400)
+        );
+        for (value, expected) in [
+            ("90", "is not a duration"),
+            ("soon", "is not a duration"),
+            ("", "is not a duration"),
+            ("0s", "is zero"),
+            ("2days", "more than a day"),
+            ("5M", "more than a day"),
+        ] {
+            let message = usage_error(&["--restart-timeout", value]);
+            assert!(message.starts_with("--restart-timeout: "), "{message}");
+            assert!(message.contains(expected), "{value}: {message}");
+        }
+    }
+
+    #[test]
+    fn bad_flag_values() {
+        for (args, expected) in [
+            (
+                &["--services", ","][..],
+                "--services: a service name is empty",
+            ),
+            (
+                &["--services", "web,"],
+                "--services: a service name is empty",
+            ),
+            (&["--services", ""], "--services: a service name is empty"),
+            (
+                &["--services=-d"],
+                "--services: the service name `-d` starts with `-`",
+            ),
+            (
+                &["--services", "web worker"],
+                "contains ` ` (separate names with commas); compose",
+            ),
+            (&["--remote", ""], "--remote: the remote name is empty"),
+            (&["--remote=-x"], "--remote: `-x` starts with `-`"),
+            (&["--remote", "my origin"], "contains whitespace"),
+            (&["--branch", "a..b"], "--branch: `a..b` contains `..`"),
+            (&["--branch", "a\tb"], "contains whitespace"),
+            (
+                &["--branch", "a\u{1}b"],
+                "`a\\u{1}b` contains a control character",
+            ),
+            (&["--branch", "main~1"], "contains `~`"),
+            (&["--branch", "x.lock"], "ends with `.lock`"),
+            (&["--branch", "/main"], "empty path component"),
+            (
+                &["-p", "MyApp"],
+                "--project-name: compose would reject the project name `MyApp`",
+            ),
+            (&["-p", "_app"], "compose would reject"),
+            (&["-p", ""], "compose would reject"),
+        ] {
+            let message = usage_error(args);
+            assert!(message.contains(expected), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn services_are_trimmed() {
+        let s = resolve(&["--services", "web, worker"]);
+        assert_eq!(
+            s.services,
+            Some(vec!["web".to_owned(), "worker".to_owned()])
+        );
+        let message = usage_error(&["--services", "web, ,worker"]);
+        assert!(message.contains("a service name is empty"), "{message}");
+    }
+
+    #[test]
+    fn services_are_deduplicated_in_order() {
+        let s = resolve(&["--services", "worker,web,worker"]);
+        assert_eq!(
+            s.services,
+            Some(vec!["worker".to_owned(), "web".to_owned()])
+        );
+        let s = resolve(&["--services", "a.b_c-1"]);
+        assert_eq!(s.services, Some(vec!["a.b_c-1".to_owned()]));
+    }
+
+    #[test]
+    fn output_from_flags_ignores_the_file() {
+        let file = config("output: json\n");
+        let parsed = cli(&["--config", file.arg()]);
+        assert_eq!(output_from_flags(&parsed), OutputFormat::Text);
+        assert_eq!(
+            Settings::resolve(parsed).unwrap().output,
+            OutputFormat::Json
+        );
+        assert_eq!(
+            output_from_flags(&cli(&["check", "--output", "json"])),
+            OutputFormat::Json
+        );
+    }
+
+    #[test]
+    fn every_key_of_the_file() {
+        let file = config(
+            "# pullstart\n\
+             repo: /srv/app\n\
+             remote: upstream\n\
+             branch: prod\n\
+             compose_command: docker compose --ansi never\n\
+             compose_files: [/srv/app/compose.yml, compose.prod.yml]\n\
+             project_name: app\n\
+             services:\n  - web\n  - worker\n\
+             restart_timeout: 2m\n\
+             detailed_exitcode: true\n\
+             output: json\n\
+             quiet: true\n\
+             verbose: true\n",
+        );
+        let s = file.resolve(&[]);
+        assert_eq!(s.command, Command::Run);
+        assert_eq!(s.repo, PathBuf::from("/srv/app"));
+        assert_eq!(s.remote.as_deref(), Some("upstream"));
+        assert_eq!(s.branch.as_deref(), Some("prod"));
+        assert_eq!(s.compose_command, ["docker", "compose", "--ansi", "never"]);
+        assert_eq!(
+            s.compose_files,
+            [
+                PathBuf::from("/srv/app/compose.yml"),
+                file.dir.path().join("compose.prod.yml")
+            ]
+        );
+        assert_eq!(s.project_name.as_deref(), Some("app"));
+        assert_eq!(
+            s.services,
+            Some(vec!["web".to_owned(), "worker".to_owned()])
+        );
+        assert_eq!(s.restart_timeout, Duration::from_secs(120));
+        assert!(s.detailed_exitcode && s.quiet && s.verbose);
+        assert_eq!(s.output, OutputFormat::Json);
+        assert_eq!(s.config_file, Some(file.path.clone()));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file = config(
+            "repo: app\nremote: upstream\nbranch: prod\ncompose_command: [podman-compose]\n\
+             compose_files: [a.yml]\nproject_name: fromfile\nservices: [web]\n\
+             restart_timeout: 2m\noutput: json\n",
+        );
+        let s = file.resolve(&[
+            "-C",
+            "/other",
+            "--remote",
+            "origin",
+            "--branch",
+            "main",
+            "--compose-command",
+            "docker compose",
+            "-f",
+            "b.yml",
+            "-p",
+            "fromflag",
+            "--services",
+            "worker",
+            "--restart-timeout",
+            "10s",
+            "--output",
+            "text",
+        ]);
+        assert_eq!(s.repo, PathBuf::from("/other"));
+        assert_eq!(s.remote.as_deref(), Some("origin"));
+        assert_eq!(s.branch.as_deref(), Some("main"));
+        assert_eq!(s.compose_command, ["docker", "compose"]);
+        assert_eq!(
+            s.compose_files,
+            [PathBuf::from("b.yml")],
+            "flags replace the file's list"
+        );
+        assert_eq!(s.project_name.as_deref(), Some("fromflag"));
+        assert_eq!(s.services, Some(vec!["worker".to_owned()]));
+        assert_eq!(s.restart_timeout, Duration::from_secs(10));
+        assert_eq!(s.output, OutputFormat::Text);
+
+        // Without flags, the file's values; unset keys keep the defaults.
+        let s = file.resolve(&[]);
+        assert_eq!(s.repo, file.dir.path().join("app"));
+        assert_eq!(s.compose_command, ["podman-compose"]);
+        assert_eq!(s.services, Some(vec!["web".to_owned()]));
+        assert_eq!(s.output, OutputFormat::Json);
+        assert!(!s.quiet && !s.verbose && !s.detailed_exitcode);
+
+        // Switches: a flag can turn one on; the file's `true` stands without the flag.
+        let file = config("quiet: false\nverbose: true\n");
+        let s = file.resolve(&["-q"]);
+        assert!(s.quiet && s.verbose);
+    }
+
+    #[test]
+    fn a_bad_file_value_is_an_error_even_where_a_flag_overrides_it() {
+        let file = config("repo: .\nremote: '-x'\n");
+        let mut args = vec!["--config", file.arg(), "--remote", "origin"];
+        let message = usage_error(&args);
+        assert!(
+            message.contains("line 2: `remote`: `-x` starts with `-`"),
+            "{message}"
+        );
+        // And the flag's own errors come after the file's.
+        args.truncate(2);
+        args.push("--remote=-y");
+        let message = usage_error(&args);
+        assert!(message.starts_with("config `"), "{message}");
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_are_relative_to_its_directory() {
+        let file = config("repo: ../app\ncompose_files:\n  - deploy/compose.yml\n  - /abs/x.yml\n");
+        let s = file.resolve(&[]);
+        assert_eq!(s.repo, file.dir.path().join("../app"));
+        assert!(s.repo.is_absolute());
+        assert_eq!(
+            s.compose_files,
+            [
+                file.dir.path().join("deploy/compose.yml"),
+                PathBuf::from("/abs/x.yml")
+            ]
+        );
+        // From flags: kept as given.
+        let s = file.resolve(&["-C", "here", "-f", "compose.yml"]);
+        assert_eq!(
+            (s.repo, s.compose_files),
+            (PathBuf::from("here"), vec![PathBuf::from("compose.yml")])
+        );
+    }
+
+    #[test]
+    fn compose_command_in_the_file() {
+        let s = config("compose_command: \"'my compose' \\\"x y\\\"\"\n").resolve(&[]);
+        assert_eq!(s.compose_command, ["my compose", "x y"]);
+        let s = config("compose_command: [my compose, x y, 2]\n").resolve(&[]);
+        assert_eq!(s.compose_command, ["my compose", "x y", "2"]);
+        for (text, expected) in [
+            (
+                "compose_command: ''\n",
+                "line 1: `compose_command`: the compose command is empty",
+            ),
+            (
+                "compose_command: []\n",
+                "line 1: `compose_command`: the compose command is empty",
+            ),
+            ("compose_command: ['', x]\n", "program is an empty word"),
+            ("compose_command: {a: b}\n", "found a mapping"),
+            ("compose_command: [[a]]\n", "found a list in it"),
+            ("compose_command: \"a 'b\"\n", "cannot split"),
+        ] {
+            let message = config(text).error();
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn empty_files_are_empty_configs() {
+        for text in ["", "\n", "# nothing yet\n", "---\n", "~\n"] {
+            let s = config(text).resolve(&[]);
+            assert_eq!(s.repo, PathBuf::from("."), "{text:?}");
+            assert_eq!(s.compose_command, ["docker", "compose"]);
+        }
+        // A key with nothing after it is not set.
+        assert_eq!(config("remote:\n").resolve(&[]).remote, None);
+    }
+
+    #[test]
+    fn unknown_key() {
+        let file = config("repo: /srv/app\n\nservics: [web]\n");
+        let message = file.error();
+        assert_eq!(
+            message,
+            format!(
+                "config `{}` line 3 column 1: unknown key `servics` (did you mean `services`?); \
+                 expected one of: repo, \
+                 remote, branch, compose_command, compose_files, project_name, services, \
+                 restart_timeout, detailed_exitcode, output, quiet, verbose",
+                file.path.display()
+            )
+        );
+        let message = config("{repo: x, colour: red}\n").error();
+        assert!(
+            message.contains("line 1 column 11: unknown key `colour`"),
+            "{message}"
+        );
+        let message = config("compose-files: [a.yml]\n").error();
+        assert!(
+            message.contains("unknown key `compose-files` (did you mean `compose_files`?)"),
+            "{message}"
+        );
+        let message = config("<<: {quiet: true}\n").error();
+        assert!(
+            message.contains("line 1 column 1: unknown key `<<`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn config_keys_match_the_struct() {
+        for key in CONFIG_KEYS {
+            let parsed: RawConfig = serde_yaml::from_str(&format!("{key}: null\n"))
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            drop(parsed);
+        }
+        let err = serde_yaml::from_str::<RawConfig>("nope: 1\n")
+            .unwrap_err()
+            .to_string();
+        let listed = err.matches('`').count() / 2 - 1;
+        assert_eq!(listed, CONFIG_KEYS.len(), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_line_and_the_key() {
+        for (text, expected) in [
+            ("repo: x\nquiet: maybe\n", "line 2 column 8: `quiet`: invalid type: string \"maybe\", expected a boolean"),
+            ("output: xml\n", "line 1 column 9: `output`: unknown format `xml`, expected `text` or `json`"),
+            ("services: web,worker\n", "line 1 column 11: `services`: invalid type: string \"web,worker\", expected a sequence; write a list"),
+            ("compose_files: a.yml\n", "line 1 column 16: `compose_files`: invalid type: string"),
+            ("services:\n  - web\n  - {a: 1}\n", "line 3 column 5: `services[1]`: invalid type: map"),
+            ("repo: [a]\n", "line 1 column 7: `repo`: invalid type: sequence"),
+            ("verbose: 1\n", "line 1 column 10: `verbose`: invalid type: integer `1`, expected a boolean"),
+            ("quiet: true\nremote: a\nquiet: false\n", "line 3 column 1: key `quiet` is given twice"),
+        ] {
+            let message = config(text).error();
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_line_and_the_key() {
+        for (text, expected) in [
+            (
+                "# c\nrepo: .\nremote: -x\n",
+                "line 3: `remote`: `-x` starts with `-`",
+            ),
+            ("branch: ''\n", "line 1: `branch`: the branch name is empty"),
+            (
+                "branch: a b\n",
+                "line 1: `branch`: `a b` contains whitespace",
+            ),
+            ("branch: 'a..b'\n", "line 1: `branch`: `a..b` contains `..`"),
+            (
+                "project_name: My App\n",
+                "line 1: `project_name`: compose would reject the project name `My App`",
+            ),
+            (
+                "repo: x\nservices: [web, '']\n",
+                "line 2: `services`: a service name is empty",
+            ),
+            (
+                "services: [web, -d]\n",
+                "line 1: `services`: the service name `-d` starts with `-`",
+            ),
+            (
+                "services: []\n",
+                "line 1: `services`: the list of services is empty",
+            ),
+            (
+                "restart_timeout: 90\n",
+                "line 1: `restart_timeout`: `90` is not a duration",
+            ),
+            ("restart_timeout: 0s\n", "is zero"),
+            ("repo: ''\n", "line 1: `repo`: the path is empty"),
+            (
+                "compose_files: ['']\n",
+                "line 1: `compose_files`: the path is empty",
+            ),
+            (
+                "repo: ~/app\n",
+                "line 1: `repo`: `~/app`: `~` is not expanded here",
+            ),
+            ("  remote: -x\n", "line 1: `remote`"),
+            ("\"remote\": -x\n", "line 1: `remote`"),
+        ] {
+            let file = config(text);
+            let message = file.error();
+            assert!(
+                message.starts_with(&format!("config `{}` line ", file.path.display())),
+                "{message}"
+            );
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn not_a_mapping() {
+        for (text, expected) in [
+            ("- a\n- b\n", "line 1: expected a mapping of keys to values (like `remote: origin`), found a list"),
+            ("# c\nhello\n", "line 2: expected a mapping of keys to values (like `remote: origin`), found a string"),
+            ("42\n", "found a number"),
+        ] {
+            let message = config(text).error();
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn junk_files() {
+        let message = config(b"\x7fELF\x02\x01\x01\x00\x00\xff\xfe\x00junk").error();
+        assert!(
+            message.contains("line 1 column 10: not UTF-8 text (a binary file?)"),
+            "{message}"
+        );
+        let message = config("repo: x\nquiet: tr\0ue\n").error();
+        assert!(
+            message.contains("line 2 column 10: contains a control character"),
+            "{message}"
+        );
+        let message = config("repo: a\n\tquiet: true\n").error();
+        assert!(
+            message.contains("line 2 column 1: not valid YAML: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("YAML indents with spaces, not tabs"),
+            "{message}"
+        );
+        let message = config("repo: [a\n").error();
+        assert!(message.contains("not valid YAML"), "{message}");
+        let message = config("a: 1\n---\nb: 2\n").error();
+        assert!(
+            message.contains(
+                "not valid YAML: deserializing from YAML containing more than one document"
+            ),
+            "{message}"
+        );
+        let message = config("[a]: b\n").error();
+        assert!(
+            message.contains("keys are names like `remote`"),
+            "{message}"
+        );
+        // Alias bombs are stopped by serde_yaml's limits.
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..9 {
+            let prev = if i == 0 {
+                "a".to_owned()
+            } else {
+                format!("a{}", i - 1)
+            };
+            bomb.push_str(&format!("a{i}: &a{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        let message = config(bomb).error();
+        assert!(message.starts_with("config `"), "{message}");
+    }
+
+    #[test]
+    fn huge_and_missing_files() {
+        let file = config("# padding\n".repeat(120_000));
+        let message = file.error();
+        assert_eq!(
+            message,
+            format!(
+                "config `{}` is larger than 1 MiB; a pullstart config is a short YAML file: \
+                 check the --config path",
+                file.path.display()
+            )
+        );
+        let missing = file.dir.path().join("nope.yml");
+        let message = usage_error(&["--config", missing.to_str().unwrap()]);
+        assert_eq!(
+            message,
+            format!(
+                "cannot read config `{}`: No such file or directory; check the --config path",
+                missing.display()
+            )
+        );
+        let message = usage_error(&["--config", file.dir.path().to_str().unwrap()]);
+        assert!(message.starts_with("cannot read config `"), "{message}");
+        assert!(
+            message.ends_with(": Is a directory; give the path of a YAML file"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn key_positions_scan() {
+        let text = "# remote: no\nrepo: x # remote: no\n  remote: a\n{quiet: 1, 'verbose' : 2}\n- branch: b\n";
+        assert_eq!(key_positions(text, "remote"), [(3, 3)]);
+        assert_eq!(key_positions(text, "verbose"), [(4, 12)]);
+        assert_eq!(key_positions(text, "quiet"), [(4, 2)]);
+        assert_eq!(key_positions(text, "branch"), [(5, 3)]);
+        assert_eq!(key_positions(text, "repo"), [(2, 1)]);
+        assert_eq!(key_positions("repository: x\n", "repo"), []);
+    }
+}
