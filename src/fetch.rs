@@ -85,27 +85,66 @@ pub fn fetch(
         .into());
     };
     let shown_url = redact(&url.to_bstring().to_str_lossy()).into_owned();
-    let failed = |cause: &str| {
+    let failed = |cause: &str, remedy: &str| {
         failure(
             ExitCode::FetchFailed,
-            format!("failed to fetch `{branch}` from `{shown_url}`: {cause}; the next run retries"),
+            format!("failed to fetch `{branch}` from `{shown_url}`: {cause}; {remedy}"),
         )
     };
+    const RETRY: &str = "the next run retries";
 
     let refspec = format!("+{}:{}", source.as_bstr(), tracking_ref.as_bstr());
     found
         .replace_refspecs(Some(refspec.as_str()), Direction::Fetch)
         .map_err(|err| redacted_chain(&err))
         .with_context(|| failure(ExitCode::Internal, format!("invalid refspec `{refspec}`")))?;
-    let found = found.with_fetch_tags(gix::remote::fetch::Tags::None);
+    let mut found = found.with_fetch_tags(gix::remote::fetch::Tags::None);
 
     if gix::interrupt::is_triggered() {
-        return Err(failed("interrupted").into());
+        return Err(failed("interrupted", RETRY).into());
     }
     let result = match url.scheme {
         Scheme::Git => connect_git(&found, timeout)
             .and_then(|transport| receive(found.to_connection_with_transport(transport), &source)),
-        Scheme::File | Scheme::Ssh => found
+        Scheme::File => {
+            // git resolves a relative path against the worktree (or the git dir of a bare
+            // repository), gix against the process's current directory, which under cron is
+            // `$HOME`. Resolve it as git does, in memory.
+            let path = gix::path::from_bstr(url.path.as_bstr())
+                .map_err(|err| redacted_chain(&err))
+                .with_context(|| {
+                    failed(
+                        "the path is not valid on this system",
+                        "fix the remote's url",
+                    )
+                })?;
+            let resolved = repo.workdir().unwrap_or_else(|| repo.git_dir()).join(&path);
+            if !resolved.exists() {
+                return Err(anyhow::Error::msg(
+                    redact(&format!("`{}` does not exist", resolved.display())).into_owned(),
+                )
+                .context(failed("no such directory", RETRY)));
+            }
+            if path.is_relative() {
+                let mut absolute = url.clone();
+                absolute.path = gix::path::into_bstr(resolved)
+                    .map_err(|err| redacted_chain(&err))
+                    .with_context(|| {
+                        failure(ExitCode::Internal, format!("cannot resolve `{shown_url}`"))
+                    })?
+                    .into_owned();
+                found = found
+                    .with_url_without_url_rewrite(absolute)
+                    .map_err(|err| redacted_chain(&err))
+                    .with_context(|| {
+                        failure(ExitCode::Internal, format!("cannot resolve `{shown_url}`"))
+                    })?;
+            }
+            found
+                .connect(Direction::Fetch)
+                .and_then(|connection| receive(connection, &source))
+        }
+        Scheme::Ssh => found
             .connect(Direction::Fetch)
             .and_then(|connection| receive(connection, &source)),
         Scheme::Http | Scheme::Https => {
@@ -132,12 +171,15 @@ pub fn fetch(
     let tip = match result {
         Ok(tip) => tip,
         Err(err) => {
-            let cause = if gix::interrupt::is_triggered() {
-                "interrupted".to_owned()
+            let failure = if gix::interrupt::is_triggered() {
+                failed("interrupted", RETRY)
             } else {
-                short_cause(&err, &url.scheme, timeout)
+                match short_cause(&err, &url.scheme, timeout) {
+                    Cause::Transient(cause) => failed(&cause, RETRY),
+                    Cause::NeedsFix { cause, remedy } => failed(&cause, &remedy),
+                }
             };
-            return Err(redacted_chain(&err).context(failed(&cause)));
+            return Err(redacted_chain(&err).context(failure));
         }
     };
     Ok(Fetched {
@@ -246,6 +288,9 @@ fn connect_git(
     stream
         .set_write_timeout(Some(timeout))
         .or_raise(|| gix::error::message("could not set a write timeout"))?;
+    // The protocol is small request/response exchanges: without TCP_NODELAY, Nagle's algorithm
+    // and the server's delayed ACK stall each exchange, and a no-change fetch over loopback
+    // takes ~57 ms instead of ~13 ms (gix's own connector does not set it).
     stream.set_nodelay(true).ok();
     let write = stream
         .try_clone()
@@ -286,7 +331,7 @@ fn find_remote<'repo>(
             ExitCode::Usage,
             format!(
                 "invalid configuration of remote `{name}` in `{checkout}`: {}; see `git remote -v`",
-                err
+                lowercase_first(err.to_string().lines().next().unwrap_or_default())
             ),
         ))),
     }
@@ -368,7 +413,7 @@ fn causes(err: &gix::Error) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for cause in err.iter_errors() {
         let text = redact(&cause.to_string()).into_owned();
-        if !text.is_empty() && !out.iter().any(|seen| *seen == text) {
+        if !text.is_empty() && !out.contains(&text) {
             out.push(text);
         }
     }
@@ -385,29 +430,40 @@ fn redacted_chain(err: &gix::Error) -> anyhow::Error {
     })
 }
 
-/// The few words after "failed to fetch … from …:" that say what went wrong.
-fn short_cause(err: &gix::Error, scheme: &Scheme, timeout: Duration) -> String {
+/// What went wrong, in the few words after "failed to fetch … from …:".
+enum Cause {
+    /// The usual: the next run retries.
+    Transient(String),
+    /// Retrying will not help until someone fixes something.
+    NeedsFix { cause: String, remedy: String },
+}
+
+fn short_cause(err: &gix::Error, scheme: &Scheme, timeout: Duration) -> Cause {
     use std::io::ErrorKind;
     for cause in err.iter_errors() {
         if let Some(gix::protocol::transport::client::Error::InvokeProgram { source, command }) =
             cause.downcast_ref()
         {
             if source.kind() == ErrorKind::NotFound {
-                return format!(
-                    "`git` was not found on PATH (a {} remote is read with `{}`); install git or add it to PATH",
-                    if *scheme == Scheme::Ssh { "ssh" } else { "local" },
-                    command.to_string_lossy()
-                );
+                let program = if *scheme == Scheme::Ssh { "ssh" } else { "git" };
+                return Cause::NeedsFix {
+                    cause: format!(
+                        "`{program}` was not found (running `{}`)",
+                        command.to_string_lossy()
+                    ),
+                    remedy: format!(
+                        "install {program} or add its directory to PATH (cron's PATH is short)"
+                    ),
+                };
             }
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             match io.kind() {
                 ErrorKind::TimedOut | ErrorKind::WouldBlock => {
-                    return format!("no answer within {}", seconds(timeout));
+                    return Cause::Transient(format!("no answer within {}", seconds(timeout)));
                 }
-                ErrorKind::ConnectionRefused => return "connection refused".to_owned(),
-                ErrorKind::Interrupted if gix::interrupt::is_triggered() => {
-                    return "interrupted".to_owned()
+                ErrorKind::ConnectionRefused => {
+                    return Cause::Transient("connection refused".to_owned())
                 }
                 _ => {}
             }
@@ -424,7 +480,7 @@ fn short_cause(err: &gix::Error, scheme: &Scheme, timeout: Duration) -> String {
     if let Some(newline) = cause.find('\n') {
         cause.truncate(newline);
     }
-    lowercase_first(&cause)
+    Cause::Transient(lowercase_first(&cause))
 }
 
 /// `Could not…` → `could not…`, as cargo's messages read; names and acronyms (`IO`) stay.
@@ -720,6 +776,34 @@ mod tests {
     }
 
     #[test]
+    fn relative_path_is_relative_to_the_worktree() {
+        // As git does it; gix alone would resolve it against the current directory.
+        let fixture = Fixture::new();
+        fixture.set_url("../remote.git");
+        let tip = fixture.commit("b.txt", "two");
+        let fetched = fetch(&fixture.repo(), "origin", "main", TIMEOUT).expect("fetch");
+        assert_fetched(&fixture, &fetched, tip);
+        assert_eq!(fetched.url, "../remote.git");
+    }
+
+    #[test]
+    fn missing_local_remote_is_a_fetch_failure() {
+        let fixture = Fixture::new();
+        fixture.set_url("../gone.git");
+        let err = fetch(&fixture.repo(), "origin", "main", TIMEOUT).expect_err("gone");
+        assert_eq!(code_of(&err), ExitCode::FetchFailed, "{err:#}");
+        assert_eq!(
+            message(&err),
+            "failed to fetch `main` from `../gone.git`: no such directory; the next run retries"
+        );
+        // A directory that is no repository.
+        std::fs::create_dir(fixture.path("plain")).expect("mkdir");
+        fixture.set_url(&fixture.path("plain").display().to_string());
+        let err = fetch(&fixture.repo(), "origin", "main", TIMEOUT).expect_err("no repository");
+        assert_eq!(code_of(&err), ExitCode::FetchFailed, "{err:#}");
+    }
+
+    #[test]
     fn git_daemon() {
         let fixture = Fixture::new();
         let daemon = Daemon::start(&fixture);
@@ -804,7 +888,8 @@ mod tests {
     #[test]
     fn nothing_listening_fails_fast() {
         let fixture = Fixture::new();
-        fixture.set_url(&format!("git://127.0.0.1:{}/remote.git", free_port()));
+        let port = free_port();
+        fixture.set_url(&format!("git://127.0.0.1:{port}/remote.git"));
         let started = Instant::now();
         let err = fetch(&fixture.repo(), "origin", "main", TIMEOUT).expect_err("refused");
         assert!(
@@ -816,8 +901,8 @@ mod tests {
         assert_eq!(
             message(&err),
             format!(
-                "failed to fetch `main` from `git://127.0.0.1:{}/remote.git`: connection refused; the next run retries",
-                fixture.git(&fixture.path("local"), &["remote", "get-url", "origin"]).rsplit(':').next().unwrap().split('/').next().unwrap()
+                "failed to fetch `main` from `git://127.0.0.1:{port}/remote.git`: connection refused; \
+                 the next run retries"
             )
         );
     }

@@ -380,7 +380,7 @@ mod tests {
             "./a",
             "a//b",
             ".git",
-            "x/.git~1/y",
+            "x/git~1/y", "a/.git./b",
         ] {
             assert!(unsafe_path(bad.into(), EntryKind::Blob).is_some(), "{bad}");
         }

@@ -127,9 +127,7 @@ fn print_text(outcome: &Outcome, result: &anyhow::Result<()>, style: Style) {
 /// The one line an error shows: the outermost message that is not generic context, i.e. the
 /// first [`exit::Failure`] in the chain, else the top of the chain.
 fn headline(err: &anyhow::Error) -> String {
-    err.chain()
-        .find_map(|c| c.downcast_ref::<exit::Failure>().map(|f| f.message.clone()))
-        .unwrap_or_else(|| {
+    exit::failure_of(err).map(|f| f.message.clone()).unwrap_or_else(|| {
             let mut parts: Vec<String> = err.chain().map(|c| c.to_string()).collect();
             parts.dedup();
             // An internal error: the whole chain on one line, so cron mail says what broke.

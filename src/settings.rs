@@ -5,10 +5,10 @@
 //! Every error here is a [`Failure`] with [`ExitCode::Usage`](crate::exit::ExitCode::Usage) and a
 //! one-line message naming the flag, or the file, line and key, and what to do.
 //!
-//! Paths: a relative `repo` or `compose_files` entry in the config file is relative to the file's
-//! directory (made absolute here, since compose runs in the checkout); a relative `--repo` is
-//! relative to the current directory, and `--compose-file` values are kept as given (compose
-//! resolves them in the checkout, its working directory).
+//! Paths: a relative `repo` in the config file is relative to the file's directory; a relative
+//! `--repo` is relative to the current directory. Compose files, from the file or from `-f`, are
+//! kept as given: compose resolves them in the checkout, its working directory, so
+//! `compose_files: [compose.prod.yml]` means the checkout's file wherever the config lives.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -392,7 +392,9 @@ impl ConfigFile {
             compose_files: raw
                 .compose_files
                 .as_ref()
-                .map(|files| files.iter().map(|f| self.path(f)).collect::<Result<_, _>>())
+                .map(|files| {
+                    files.iter().map(|f| check_path("compose file", f.clone())).collect::<Result<_, _>>()
+                })
                 .transpose()
                 .map_err(self.key_error("compose_files"))?,
             project_name: raw
@@ -1163,7 +1165,7 @@ mod tests {
             s.compose_files,
             [
                 PathBuf::from("/srv/app/compose.yml"),
-                file.dir.path().join("compose.prod.yml")
+                PathBuf::from("compose.prod.yml")
             ]
         );
         assert_eq!(s.project_name.as_deref(), Some("app"));
@@ -1249,7 +1251,7 @@ mod tests {
     }
 
     #[test]
-    fn relative_paths_in_the_file_are_relative_to_its_directory() {
+    fn relative_repo_is_relative_to_the_file_and_compose_files_to_the_checkout() {
         let file = config("repo: ../app\ncompose_files:\n  - deploy/compose.yml\n  - /abs/x.yml\n");
         let s = file.resolve(&[]);
         assert_eq!(s.repo, file.dir.path().join("../app"));
@@ -1257,7 +1259,7 @@ mod tests {
         assert_eq!(
             s.compose_files,
             [
-                file.dir.path().join("deploy/compose.yml"),
+                PathBuf::from("deploy/compose.yml"),
                 PathBuf::from("/abs/x.yml")
             ]
         );
@@ -1404,7 +1406,7 @@ mod tests {
             ("repo: ''\n", "line 1: `repo`: the path is empty"),
             (
                 "compose_files: ['']\n",
-                "line 1: `compose_files`: the path is empty",
+                "line 1: `compose_files`: the compose file is empty",
             ),
             (
                 "repo: ~/app\n",
