@@ -250,12 +250,14 @@ pub fn services(changed_paths: &[BString], configured: Option<&[String]>) -> Ser
 }
 
 /// A tree path that must never be written: `.git` in any case, `.`, `..`, empty components, or
-/// names that only some file systems treat as `.git` (git's own `core.protect*` rules).
+/// names that NTFS would treat as `.git`. These are git's own defaults on Linux
+/// (`core.protectNTFS` on, `core.protectHFS` off); file names that are merely invalid on Windows
+/// are fine here, as git checks them out too.
 pub fn unsafe_path(path: &BStr, kind: EntryKind) -> Option<String> {
     use gix::validate::path::component;
     let options = component::Options {
-        protect_windows: true,
-        protect_hfs: true,
+        protect_windows: false,
+        protect_hfs: false,
         protect_ntfs: true,
     };
     let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
