@@ -166,27 +166,34 @@ fn summary(outcome: &Outcome) -> String {
     let services = services_label(&outcome.services);
     if outcome.retried_restart {
         return format!(
-            "restarted {branch} {} after an earlier failed restart ({} files since {}); restarted: {services}",
+            "restarted {branch} {} after an earlier failed restart ({} since {}); restarted: {services}",
             short(outcome.to),
-            outcome.changed_paths.len(),
+            files(outcome.changed_paths.len()),
             short(outcome.deployed_before),
         );
     }
     format!(
-        "updated {branch} {}..{} ({} files); restarted: {services}",
+        "updated {branch} {}..{} ({}); restarted: {services}",
         short(outcome.from),
         short(outcome.to),
-        outcome.changes.len()
+        files(outcome.changes.len())
     )
+}
+
+fn files(count: usize) -> String {
+    match count {
+        1 => "1 file".into(),
+        n => format!("{n} files"),
+    }
 }
 
 fn check_text(outcome: &Outcome) -> String {
     let branch = outcome.branch.as_deref().unwrap_or("?");
     let mut text = format!(
-        "would update {branch} {}..{} ({} files)\n",
+        "would update {branch} {}..{} ({})\n",
         short(outcome.from),
         short(outcome.to),
-        outcome.changes.len()
+        files(outcome.changes.len())
     );
     for change in &outcome.changes {
         text.push_str(&format!("  {} {}\n", change_letter(change), change.path));
