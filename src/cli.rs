@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::exit::ExitCode;
-use crate::settings::OutputFormat;
+use crate::settings::{OutputFormat, RebuildPolicy};
 
 /// Keep a Docker Compose checkout up to date: fetch the followed branch, fast-forward the
 /// checkout safely, and restart the services whose code changed.
@@ -89,8 +89,8 @@ pub struct Options {
     pub project_name: Option<String>,
 
     /// The services to restart when anything changed, comma-separated, in this order [default:
-    /// the services the compose project maps the changed paths to; all services where the project
-    /// cannot be read] [config: services]
+    /// the config's path rules; else the services the compose project maps the changed paths to;
+    /// all services where the project cannot be read] [config: services, as a list]
     #[arg(long, value_name = "A,B", value_delimiter = ',', global = true)]
     pub services: Option<Vec<String>>,
 
@@ -99,8 +99,45 @@ pub struct Options {
     #[arg(long, value_name = "DURATION", global = true)]
     pub restart_timeout: Option<String>,
 
+    /// What a run does when a Dockerfile or a dependency manifest changed: `rebuild` rebuilds and
+    /// recreates the services; `stop` applies nothing and exits 8, naming the files and the
+    /// command to run [default: rebuild] [config: rebuild_policy]
+    #[arg(long, value_name = "POLICY", global = true)]
+    pub rebuild_policy: Option<RebuildPolicy>,
+
+    /// Allow this run to rebuild although the rebuild policy is `stop`: the operator's one-off
+    /// permission (a flag only, not a config key)
+    #[arg(long, global = true)]
+    pub allow_rebuild: bool,
+
+    /// How long to wait after the action for the touched services' containers to be running and,
+    /// where they have a healthcheck, healthy, e.g. `90s`, `2m`; `0` skips the wait [default: 60s]
+    /// [config: health_timeout]
+    #[arg(long, value_name = "DURATION", global = true)]
+    pub health_timeout: Option<String>,
+
+    /// How long a restarted container must stay up to count as started, e.g. `5s`; `0` checks
+    /// once [default: 2s] [config: health_settle]
+    #[arg(long, value_name = "DURATION", global = true)]
+    pub health_settle: Option<String>,
+
+    /// When the health check fails, move the checkout back to the deployed commit, restart again,
+    /// and skip the rejected remote tip until the remote moves on [config: rollback]
+    #[arg(long, global = true)]
+    pub rollback: bool,
+
     /// A YAML file holding any of these options under the keys named in [config: ...]; relative
     /// paths in it are relative to the file's directory
+    ///
+    /// Only the file can hold: path rules, `services: {NAME: {paths: [GLOB, ...]}, ...}` (a change
+    /// restarts the services whose patterns match it, and no service when none does); `ignore:
+    /// [GLOB, ...]` (changes that concern no service, like docs and tests); `dependency_files:
+    /// [GLOB, ...]` (changes that need a rebuild; replaces the default list of Dockerfiles,
+    /// manifests and lock files); `hooks: {before: CMD, after_success: CMD, on_failure: CMD}`
+    /// (shell command lines run with `sh -c`; refused from a config file inside the checkout).
+    /// A GLOB without `/` matches a file name at any depth (`*.md`, `Dockerfile`); one with `/` is
+    /// anchored at the checkout root (`app/**`, `docs/*.md`); a trailing `/` means everything
+    /// below (`docs/`); `*` stays within a directory, `**` crosses directories.
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 
@@ -225,6 +262,14 @@ mod tests {
             "web,worker",
             "--restart-timeout",
             "90s",
+            "--rebuild-policy",
+            "stop",
+            "--allow-rebuild",
+            "--health-timeout",
+            "0",
+            "--health-settle",
+            "5s",
+            "--rollback",
             "--config",
             "p.yml",
             "--dry-run",
@@ -252,6 +297,10 @@ mod tests {
             Some(vec!["web".to_owned(), "worker".to_owned()])
         );
         assert_eq!(o.restart_timeout.as_deref(), Some("90s"));
+        assert_eq!(o.rebuild_policy, Some(RebuildPolicy::Stop));
+        assert!(o.allow_rebuild && o.rollback);
+        assert_eq!(o.health_timeout.as_deref(), Some("0"));
+        assert_eq!(o.health_settle.as_deref(), Some("5s"));
         assert_eq!(o.config, Some(PathBuf::from("p.yml")));
         assert!(o.dry_run && o.detailed_exitcode && o.quiet && o.verbose);
         assert_eq!(o.output, Some(OutputFormat::Text));
@@ -323,6 +372,10 @@ mod tests {
             &["-C", ""],
             &["--config", ""],
             &["-f", ""],
+            &["--rebuild-policy", "never"],
+            &["--rebuild-policy"],
+            &["--rollback=yes"],
+            &["--allow-rebuild=true"],
         ] {
             let mut argv = vec!["pullstart"];
             argv.extend_from_slice(args);
@@ -345,6 +398,11 @@ mod tests {
             "--project-name",
             "--services",
             "--restart-timeout",
+            "--rebuild-policy",
+            "--allow-rebuild",
+            "--health-timeout",
+            "--health-settle",
+            "--rollback",
             "--config",
             "--dry-run",
             "--detailed-exitcode",
@@ -364,6 +422,51 @@ mod tests {
             help.contains(ExitCode::TABLE) && help.contains("--repo"),
             "{help}"
         );
+    }
+
+    #[test]
+    fn new_options_before_and_after_the_subcommand() {
+        let cli = parse(&[
+            "--rebuild-policy",
+            "stop",
+            "check",
+            "--allow-rebuild",
+            "--rollback",
+        ]);
+        assert_eq!(cli.command, Some(CliCommand::Check));
+        assert_eq!(cli.options.rebuild_policy, Some(RebuildPolicy::Stop));
+        assert!(cli.options.allow_rebuild && cli.options.rollback);
+        let cli = parse(&["run", "--rebuild-policy=rebuild", "--health-timeout=2m"]);
+        assert_eq!(cli.options.rebuild_policy, Some(RebuildPolicy::Rebuild));
+        assert_eq!(cli.options.health_timeout.as_deref(), Some("2m"));
+        // Durations are checked by settings, not clap.
+        assert_eq!(
+            parse(&["--health-settle", "soon"])
+                .options
+                .health_settle
+                .as_deref(),
+            Some("soon")
+        );
+    }
+
+    #[test]
+    fn help_names_the_defaults_and_config_keys_of_the_new_options() {
+        let help = Cli::command().render_long_help().to_string();
+        for text in [
+            "[default: rebuild] [config: rebuild_policy]",
+            "[default: 60s] [config: health_timeout]",
+            "[default: 2s] [config: health_settle]",
+            "[config: rollback]",
+            "not a config key",
+            "[config: services, as a list]",
+            "services: {NAME: {paths: [GLOB, ...]}, ...}",
+            "dependency_files:",
+            "hooks: {before: CMD, after_success: CMD, on_failure: CMD}",
+            "a trailing `/` means everything below",
+        ] {
+            let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(flat.contains(text), "{text} missing from\n{help}");
+        }
     }
 
     #[test]

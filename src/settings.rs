@@ -9,6 +9,8 @@
 //! `--repo` is relative to the current directory. Compose files, from the file or from `-f`, are
 //! kept as given: compose resolves them in the checkout, its working directory, so
 //! `compose_files: [compose.prod.yml]` means the checkout's file wherever the config lives.
+//! Path patterns (`services.NAME.paths`, `ignore`, `dependency_files`) are kept as written and
+//! matched against paths relative to the checkout root, compiled by [`compile_globs`].
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
 use crate::cli::{Cli, CliCommand, Options};
@@ -43,6 +46,37 @@ pub enum OutputFormat {
     Json,
 }
 
+/// A path rule from the config: changes to paths matching `paths` concern `service`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRule {
+    /// A valid compose service name.
+    pub service: String,
+    /// Glob patterns as written, never empty, each one compiling with [`compile_globs`].
+    pub paths: Vec<String>,
+}
+
+/// What a run does when a Dockerfile or a dependency manifest changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebuildPolicy {
+    /// Rebuild the images and recreate the services (`up -d --build --no-deps`)
+    #[default]
+    Rebuild,
+    /// Apply nothing and exit 8 naming the files, until a run with --allow-rebuild
+    Stop,
+}
+
+/// Shell command lines (run with `sh -c`) from the config file; each one, when set, is not blank.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// Before the action on the services.
+    pub before: Option<String>,
+    /// After the action and the health check succeeded.
+    pub after_success: Option<String>,
+    /// After the action or the health check failed.
+    pub on_failure: Option<String>,
+}
+
 /// Everything one invocation needs to know, validated, with every default resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -60,24 +94,91 @@ pub struct Settings {
     /// Passed to compose as `-p NAME`.
     pub project_name: Option<String>,
     /// `None`: not configured (derive the services from the changes). Never `Some(empty)`; names
-    /// are unique, in the order given.
+    /// are unique, in the order given. When `Some`, it wins over `rules` (the explicit list).
     pub services: Option<Vec<String>>,
+    /// The config's path rules (`services:` written as a mapping), in file order, service names
+    /// unique; empty when none. Kept even when `services` is `Some` (which takes precedence).
+    pub rules: Vec<ServiceRule>,
+    /// Globs of changed paths that concern no service; empty when none.
+    pub ignore: Vec<String>,
+    /// Globs of files whose change needs a rebuild: the config's list (possibly empty), else
+    /// [`DEFAULT_DEPENDENCY_FILES`].
+    pub dependency_files: Vec<String>,
+    /// What to do when a rebuild is needed.
+    pub rebuild_policy: RebuildPolicy,
+    /// `--allow-rebuild`: rebuild even though the policy is `stop` (never from the file).
+    pub allow_rebuild: bool,
     /// The time limit for the compose command.
     pub restart_timeout: Duration,
+    /// How long to wait for the touched services to be running (and healthy); zero: no wait.
+    pub health_timeout: Duration,
+    /// How long a restarted container must stay up to count as started; may be zero.
+    pub health_settle: Duration,
+    /// On a failed health check, go back to the deployed commit and restart again.
+    pub rollback: bool,
+    /// From the config file only.
+    pub hooks: Hooks,
     pub detailed_exitcode: bool,
     pub output: OutputFormat,
     pub quiet: bool,
     pub verbose: bool,
     /// The `--config` file as given on the command line.
     pub config_file: Option<PathBuf>,
+    /// The `--config` file's absolute path with symlinks resolved (canonical), to tell whether it
+    /// lies inside the checkout.
+    pub config_file_absolute: Option<PathBuf>,
 }
 
 /// The compose command when neither the flag nor the file names one.
 pub const DEFAULT_COMPOSE_COMMAND: [&str; 2] = ["docker", "compose"];
 /// The compose command's time limit when neither the flag nor the file sets one.
 pub const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// The longest restart timeout accepted (a larger one is surely a typo, and would overflow timers).
-const MAX_RESTART_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long to wait for the touched services to be up (and healthy) when nothing sets it.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a restarted container must stay up when nothing sets it.
+pub const DEFAULT_HEALTH_SETTLE: Duration = Duration::from_secs(2);
+/// The longest duration accepted (a larger one is surely a typo, and would overflow timers).
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// The files whose change needs an image rebuild when the config does not list its own
+/// (`dependency_files`): Dockerfiles, and the manifests and lock files of Python, Node, Rust, Go,
+/// Ruby, PHP and Java. Patterns as [`compile_globs`] reads them.
+pub const DEFAULT_DEPENDENCY_FILES: &[&str] = &[
+    "Dockerfile",
+    "Dockerfile.*",
+    "*.dockerfile",
+    ".dockerignore",
+    "requirements*.txt",
+    "constraints*.txt",
+    "pyproject.toml",
+    "poetry.lock",
+    "Pipfile",
+    "Pipfile.lock",
+    "uv.lock",
+    "setup.py",
+    "setup.cfg",
+    "package.json",
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "bun.lockb",
+    "Cargo.toml",
+    "Cargo.lock",
+    "go.mod",
+    "go.sum",
+    "Gemfile",
+    "Gemfile.lock",
+    "*.gemspec",
+    "composer.json",
+    "composer.lock",
+    "pom.xml",
+    "build.gradle",
+    "build.gradle.kts",
+    "settings.gradle",
+    "settings.gradle.kts",
+    "gradle.lockfile",
+    "gradle/wrapper/gradle-wrapper.properties",
+];
 /// A config file larger than this is refused unread.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
@@ -92,9 +193,12 @@ impl Settings {
             command,
             options: flags,
         } = cli;
-        let file = match &flags.config {
-            Some(path) => ConfigFile::load(path)?.layer()?,
-            None => Layer::default(),
+        let (file, config_file_absolute) = match &flags.config {
+            Some(path) => {
+                let file = ConfigFile::load(path)?;
+                (file.layer()?, Some(file.absolute))
+            }
+            None => (Layer::default(), None),
         };
         let command = match command.unwrap_or(CliCommand::Run) {
             CliCommand::Run if flags.dry_run => Command::Check,
@@ -124,10 +228,36 @@ impl Settings {
                 .unwrap_or_default(),
             project_name: flags.project_name.or(file.project_name),
             services: flags.services.or(file.services),
+            rules: flags.rules.or(file.rules).unwrap_or_default(),
+            ignore: flags.ignore.or(file.ignore).unwrap_or_default(),
+            dependency_files: flags
+                .dependency_files
+                .or(file.dependency_files)
+                .unwrap_or_else(|| {
+                    DEFAULT_DEPENDENCY_FILES
+                        .iter()
+                        .map(|&p| p.to_owned())
+                        .collect()
+                }),
+            rebuild_policy: flags
+                .rebuild_policy
+                .or(file.rebuild_policy)
+                .unwrap_or_default(),
+            allow_rebuild: flags.allow_rebuild.or(file.allow_rebuild).unwrap_or(false),
             restart_timeout: flags
                 .restart_timeout
                 .or(file.restart_timeout)
                 .unwrap_or(DEFAULT_RESTART_TIMEOUT),
+            health_timeout: flags
+                .health_timeout
+                .or(file.health_timeout)
+                .unwrap_or(DEFAULT_HEALTH_TIMEOUT),
+            health_settle: flags
+                .health_settle
+                .or(file.health_settle)
+                .unwrap_or(DEFAULT_HEALTH_SETTLE),
+            rollback: flags.rollback.or(file.rollback).unwrap_or(false),
+            hooks: flags.hooks.or(file.hooks).unwrap_or_default(),
             detailed_exitcode: flags
                 .detailed_exitcode
                 .or(file.detailed_exitcode)
@@ -136,6 +266,7 @@ impl Settings {
             quiet: flags.quiet.or(file.quiet).unwrap_or(false),
             verbose: flags.verbose.or(file.verbose).unwrap_or(false),
             config_file,
+            config_file_absolute,
         })
     }
 }
@@ -150,7 +281,21 @@ struct Layer {
     compose_files: Option<Vec<PathBuf>>,
     project_name: Option<String>,
     services: Option<Vec<String>>,
+    /// File only: `services` written as a mapping.
+    rules: Option<Vec<ServiceRule>>,
+    /// File only.
+    ignore: Option<Vec<String>>,
+    /// File only.
+    dependency_files: Option<Vec<String>>,
+    rebuild_policy: Option<RebuildPolicy>,
+    /// Flags only: the operator's one-off permission.
+    allow_rebuild: Option<bool>,
     restart_timeout: Option<Duration>,
+    health_timeout: Option<Duration>,
+    health_settle: Option<Duration>,
+    rollback: Option<bool>,
+    /// File only.
+    hooks: Option<Hooks>,
     detailed_exitcode: Option<bool>,
     output: Option<OutputFormat>,
     quiet: Option<bool>,
@@ -206,11 +351,28 @@ impl Layer {
                 .map(check_services)
                 .transpose()
                 .map_err(flag("--services"))?,
+            rules: None,
+            ignore: None,
+            dependency_files: None,
+            rebuild_policy: flags.rebuild_policy,
+            allow_rebuild: flags.allow_rebuild.then_some(true),
             restart_timeout: flags
                 .restart_timeout
                 .map(|text| parse_timeout(&text))
                 .transpose()
                 .map_err(flag("--restart-timeout"))?,
+            health_timeout: flags
+                .health_timeout
+                .map(|text| parse_duration("health timeout", &text))
+                .transpose()
+                .map_err(flag("--health-timeout"))?,
+            health_settle: flags
+                .health_settle
+                .map(|text| parse_duration("health settle time", &text))
+                .transpose()
+                .map_err(flag("--health-settle"))?,
+            rollback: flags.rollback.then_some(true),
+            hooks: None,
             detailed_exitcode: flags.detailed_exitcode.then_some(true),
             output: flags.output,
             quiet: flags.quiet.then_some(true),
@@ -232,7 +394,7 @@ pub fn output_from_flags(cli: &Cli) -> OutputFormat {
 
 /// The keys a config file may hold, in the order the help lists them. Kept equal to
 /// [`RawConfig`]'s fields by a test.
-const CONFIG_KEYS: [&str; 12] = [
+const CONFIG_KEYS: [&str; 19] = [
     "repo",
     "remote",
     "branch",
@@ -241,10 +403,17 @@ const CONFIG_KEYS: [&str; 12] = [
     "project_name",
     "services",
     "restart_timeout",
+    "rebuild_policy",
+    "health_timeout",
+    "health_settle",
+    "rollback",
     "detailed_exitcode",
     "output",
     "quiet",
     "verbose",
+    "ignore",
+    "dependency_files",
+    "hooks",
 ];
 
 /// The config file's values as written, type-checked by serde but not yet validated. A key set to
@@ -259,12 +428,87 @@ struct RawConfig {
     compose_command: Option<serde_yaml::Value>,
     compose_files: Option<Vec<PathBuf>>,
     project_name: Option<String>,
-    services: Option<Vec<String>>,
+    /// A list of names (like `--services`) or a mapping of names to path rules.
+    services: Option<RawServices>,
     restart_timeout: Option<String>,
+    rebuild_policy: Option<RebuildPolicy>,
+    health_timeout: Option<String>,
+    health_settle: Option<String>,
+    rollback: Option<bool>,
     detailed_exitcode: Option<bool>,
     output: Option<OutputFormat>,
     quiet: Option<bool>,
     verbose: Option<bool>,
+    ignore: Option<Vec<String>>,
+    dependency_files: Option<Vec<String>>,
+    hooks: Option<RawHooks>,
+}
+
+/// The config's `services`, in either form.
+#[derive(Debug)]
+enum RawServices {
+    /// `services: [web, worker]`: the same as `--services`.
+    List(Vec<String>),
+    /// `services: {web: {paths: [...]}}`: path rules, in file order.
+    Rules(Vec<(String, RawRule)>),
+}
+
+/// One service's path rule as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a rule like `{paths: [\"app/**\"]}`")]
+struct RawRule {
+    paths: Vec<String>,
+}
+
+/// The config's `hooks` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of hooks to command lines, like `{before: \"./notify.sh\"}`"
+)]
+struct RawHooks {
+    before: Option<String>,
+    after_success: Option<String>,
+    on_failure: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawServices {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawServices;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a list of services like `[web, worker]`, or a mapping of services to path \
+                     rules like `{web: {paths: [\"app/**\"]}}`",
+                )
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawServices, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(RawServices::List(names))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawServices, A::Error> {
+                let mut rules = Vec::new();
+                while let Some((name, rule)) = map.next_entry::<String, RawRule>()? {
+                    rules.push((name, rule));
+                }
+                Ok(RawServices::Rules(rules))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A loaded config file: where it is, its text (to point at lines), and its values.
@@ -274,6 +518,8 @@ struct ConfigFile {
     path: PathBuf,
     /// The absolute directory relative paths in the file are resolved against.
     dir: PathBuf,
+    /// The file's canonical path (absolute, symlinks resolved).
+    absolute: PathBuf,
     text: String,
     values: RawConfig,
 }
@@ -313,6 +559,9 @@ impl ConfigFile {
             ))
             .into());
         }
+        // The file was read, so it exists: resolve symlinks, so that a link outside the checkout
+        // to a file inside it counts as inside.
+        let absolute = std::fs::canonicalize(path).unwrap_or(absolute);
         let text = String::from_utf8(bytes).map_err(|e| {
             let (line, column) = line_column(e.as_bytes(), e.utf8_error().valid_up_to());
             Failure::usage(format!(
@@ -324,6 +573,7 @@ impl ConfigFile {
         let mut file = ConfigFile {
             path: path.to_path_buf(),
             dir,
+            absolute,
             text,
             values: RawConfig::default(),
         };
@@ -393,7 +643,10 @@ impl ConfigFile {
                 .compose_files
                 .as_ref()
                 .map(|files| {
-                    files.iter().map(|f| check_path("compose file", f.clone())).collect::<Result<_, _>>()
+                    files
+                        .iter()
+                        .map(|f| check_path("compose file", f.clone()))
+                        .collect::<Result<_, _>>()
                 })
                 .transpose()
                 .map_err(self.key_error("compose_files"))?,
@@ -403,23 +656,169 @@ impl ConfigFile {
                 .map(check_project_name)
                 .transpose()
                 .map_err(self.key_error("project_name"))?,
-            services: raw
-                .services
-                .clone()
-                .map(check_services)
-                .transpose()
-                .map_err(self.key_error("services"))?,
+            services: match &raw.services {
+                Some(RawServices::List(names)) => {
+                    Some(check_services(names.clone()).map_err(self.key_error("services"))?)
+                }
+                _ => None,
+            },
+            rules: match &raw.services {
+                Some(RawServices::Rules(rules)) => Some(self.rules(rules)?),
+                _ => None,
+            },
+            ignore: raw
+                .ignore
+                .as_deref()
+                .map(|patterns| self.patterns(&["ignore"], patterns))
+                .transpose()?,
+            dependency_files: raw
+                .dependency_files
+                .as_deref()
+                .map(|patterns| self.patterns(&["dependency_files"], patterns))
+                .transpose()?,
+            rebuild_policy: raw.rebuild_policy,
+            allow_rebuild: None,
             restart_timeout: raw
                 .restart_timeout
                 .as_deref()
                 .map(parse_timeout)
                 .transpose()
                 .map_err(self.key_error("restart_timeout"))?,
+            health_timeout: raw
+                .health_timeout
+                .as_deref()
+                .map(|text| parse_duration("health timeout", text))
+                .transpose()
+                .map_err(self.key_error("health_timeout"))?,
+            health_settle: raw
+                .health_settle
+                .as_deref()
+                .map(|text| parse_duration("health settle time", text))
+                .transpose()
+                .map_err(self.key_error("health_settle"))?,
+            rollback: raw.rollback,
+            hooks: raw
+                .hooks
+                .as_ref()
+                .map(|hooks| self.hooks(hooks))
+                .transpose()?,
             detailed_exitcode: raw.detailed_exitcode,
             output: raw.output,
             quiet: raw.quiet,
             verbose: raw.verbose,
         })
+    }
+
+    /// The path rules of `services:` written as a mapping.
+    fn rules(&self, raw: &[(String, RawRule)]) -> Result<Vec<ServiceRule>> {
+        if raw.is_empty() {
+            return Err(self.key_error("services")(
+                "the mapping of services is empty; give each service its path rule, like \
+                 `{web: {paths: [\"app/**\"]}}`, or leave the key out"
+                    .to_owned(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut rules = Vec::with_capacity(raw.len());
+        for (name, rule) in raw {
+            let at = self.nested_line(&["services", name], None);
+            let service = check_service_name(name.clone()).map_err(|problem| {
+                self.error(at.map(|l| (l, None)), &format!("`services`: {problem}"))
+            })?;
+            if !seen.insert(service.clone()) {
+                return Err(self.error(
+                    at.map(|l| (l, None)),
+                    &format!(
+                        "`services`: the service `{}` is given twice; keep one",
+                        printable(&service)
+                    ),
+                ));
+            }
+            let key = format!("services.{}.paths", printable(&service));
+            if rule.paths.is_empty() {
+                let at = self.nested_line(&["services", name, "paths"], None);
+                return Err(self.error(
+                    at.map(|l| (l, None)),
+                    &format!(
+                        "`{key}`: the list of paths is empty; give at least one pattern, like \
+                         `app/**`, or leave the service out"
+                    ),
+                ));
+            }
+            let paths = self.patterns(&["services", name, "paths"], &rule.paths)?;
+            rules.push(ServiceRule { service, paths });
+        }
+        Ok(rules)
+    }
+
+    /// Glob patterns under the key path `keys`: each one must compile.
+    fn patterns(&self, keys: &[&str], patterns: &[String]) -> Result<Vec<String>> {
+        for pattern in patterns {
+            if let Err(problem) = compile_glob(pattern) {
+                let key = keys
+                    .iter()
+                    .map(|k| printable(k))
+                    .collect::<Vec<_>>()
+                    .join(".");
+                let at = self.nested_line(keys, Some(pattern));
+                return Err(self.error(at.map(|l| (l, None)), &format!("`{key}`: {problem}")));
+            }
+        }
+        Ok(patterns.to_vec())
+    }
+
+    /// The hooks: each one set is a command line that is not blank.
+    fn hooks(&self, raw: &RawHooks) -> Result<Hooks> {
+        let check = |name: &str, command: &Option<String>| -> Result<Option<String>> {
+            match command {
+                Some(line) if line.trim().is_empty() => {
+                    let at = self.nested_line(&["hooks", name], None);
+                    Err(self.error(
+                        at.map(|l| (l, None)),
+                        &format!(
+                            "`hooks.{name}`: the command is empty; give a shell command line, \
+                             or leave the hook out"
+                        ),
+                    ))
+                }
+                other => Ok(other.clone()),
+            }
+        };
+        Ok(Hooks {
+            before: check("before", &raw.before)?,
+            after_success: check("after_success", &raw.after_success)?,
+            on_failure: check("on_failure", &raw.on_failure)?,
+        })
+    }
+
+    /// The line of a nested key, like `["services", "core", "paths"]`: each key searched for at
+    /// or after its parent's line; with `value`, the first line from there that holds the value's
+    /// text (a list item). The deepest line found; `None` when even the first key is not found.
+    fn nested_line(&self, keys: &[&str], value: Option<&str>) -> Option<usize> {
+        let mut line = None;
+        for key in keys {
+            let from = line.unwrap_or(1);
+            match key_positions(&self.text, key)
+                .into_iter()
+                .find(|&(l, _)| l >= from)
+            {
+                Some((l, _)) => line = Some(l),
+                None => break,
+            }
+        }
+        let from = line?;
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            if let Some(index) = self
+                .text
+                .lines()
+                .enumerate()
+                .skip(from - 1)
+                .position(|(_, text)| text.contains(value))
+            {
+                return Some(from + index);
+            }
+        }
+        Some(from)
     }
 
     /// A path from the file: relative ones are relative to the file's directory.
@@ -477,11 +876,37 @@ impl ConfigFile {
         if let Some((path, rest)) = message.split_once(": ") {
             let key = path.split(['[', '.']).next().unwrap_or(path);
             if CONFIG_KEYS.contains(&key) {
+                // A key given twice inside `services` or `hooks` (from the first look).
+                if let Some(name) = rest
+                    .strip_prefix("duplicate entry with key \"")
+                    .and_then(|name| name.strip_suffix('"'))
+                {
+                    let parents: Vec<&str> = path.split('.').collect();
+                    let from = self.nested_line(&parents, None).unwrap_or(1);
+                    let positions: Vec<_> = key_positions(&self.text, name)
+                        .into_iter()
+                        .filter(|&(line, _)| line >= from)
+                        .collect();
+                    if let Some(&(line, column)) = positions.get(1).or(positions.first()) {
+                        at = Some((line, Some(column)));
+                    }
+                    return self.error(
+                        at,
+                        &format!("key `{path}.{}` is given twice; keep one", printable(name)),
+                    );
+                }
                 let mut rest = rest.to_owned();
                 if rest.contains("expected a sequence") {
                     rest.push_str("; write a list, like `[a, b]` or one `- a` line per item");
                 } else if rest.starts_with("unknown variant") && key == "output" {
                     rest = rest.replacen("unknown variant", "unknown format", 1);
+                } else if rest.starts_with("unknown variant") && key == "rebuild_policy" {
+                    rest = rest.replacen("unknown variant", "unknown policy", 1);
+                } else if rest.starts_with("unknown field") {
+                    // Inside `hooks` or a service's rule.
+                    rest = rest.replacen("unknown field", "unknown key", 1);
+                } else if rest.starts_with("missing field") {
+                    rest = rest.replacen("missing field", "missing key", 1);
                 }
                 return self.error(at, &format!("`{path}`: {rest}"));
             }
@@ -530,6 +955,16 @@ impl ConfigFile {
         let mut message = format!("not valid YAML: {message}");
         if message.contains("tab character") || message.contains("cannot start any token") {
             message.push_str("; YAML indents with spaces, not tabs");
+        } else if message.contains("while scanning an alias") {
+            message.push_str(
+                "; quote a pattern that starts with `*`, like `'*.md'` (YAML reads `*name` as \
+                 an alias)",
+            );
+        } else if message.contains("while parsing a flow") {
+            message.push_str(
+                "; inside `[...]` or `{...}`, quote values holding `[`, `]`, `{`, `}` or `,`, \
+                 like `'a/[ab].txt'`",
+            );
         }
         self.error(at, &message)
     }
@@ -741,42 +1176,120 @@ fn check_services(names: Vec<String>) -> Result<Vec<String>, String> {
     let mut seen = HashSet::new();
     let mut services = Vec::with_capacity(names.len());
     for name in names {
-        // `--services "web, worker"` means what it says.
-        let name = name.trim().to_owned();
-        if name.is_empty() {
-            return Err(
-                "a service name is empty; separate the names with single commas, like \
-                        `web,worker`"
-                    .to_owned(),
-            );
-        }
-        let shown = printable(&name);
-        if name.starts_with('-') {
-            return Err(format!(
-                "the service name `{shown}` starts with `-`, which compose would read as an \
-                 option; give the names of services in the compose file"
-            ));
-        }
-        if let Some(c) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            let separate = if c.is_whitespace() {
-                " (separate names with commas)"
-            } else {
-                ""
-            };
-            return Err(format!(
-                "the service name `{shown}` contains `{}`{separate}; compose service names use \
-                 letters, digits, `.`, `_` and `-`",
-                printable(c.encode_utf8(&mut [0; 4]))
-            ));
-        }
+        let name = check_service_name(name)?;
         if seen.insert(name.clone()) {
             services.push(name);
         }
     }
     Ok(services)
+}
+
+/// One service name, trimmed (`--services "web, worker"` means what it says).
+fn check_service_name(name: String) -> Result<String, String> {
+    let name = name.trim().to_owned();
+    if name.is_empty() {
+        return Err(
+            "a service name is empty; separate the names with single commas, like `web,worker`"
+                .to_owned(),
+        );
+    }
+    let shown = printable(&name);
+    if name.starts_with('-') {
+        return Err(format!(
+            "the service name `{shown}` starts with `-`, which compose would read as an \
+             option; give the names of services in the compose file"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        let separate = if c.is_whitespace() {
+            " (separate names with commas)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "the service name `{shown}` contains `{}`{separate}; compose service names use \
+             letters, digits, `.`, `_` and `-`",
+            printable(c.encode_utf8(&mut [0; 4]))
+        ));
+    }
+    Ok(name)
+}
+
+/// Compiles the user's path patterns the one way pullstart matches them, against paths relative
+/// to the checkout root with `/` separators:
+///
+/// - a pattern without `/` matches a file name at any depth, like in `.gitignore` (`*.md`,
+///   `Dockerfile` matches `worker/Dockerfile`);
+/// - a pattern with `/` is anchored at the checkout root (`assistant/**`, `docs/*.md`); a leading
+///   `/` or `./` only anchors (`/Dockerfile` is the root's Dockerfile);
+/// - a trailing `/` means everything below (`docs/` is `docs/**`);
+/// - `*`, `?` and `[...]` do not cross `/`, `**` does (as a whole path component); `{a,b}`
+///   alternates; a backslash escapes the next character.
+///
+/// An invalid pattern is an error naming the pattern and why.
+pub fn compile_globs(patterns: &[String]) -> Result<GlobSet, String> {
+    let mut set = GlobSetBuilder::new();
+    for pattern in patterns {
+        for glob in compile_glob(pattern)? {
+            set.add(glob);
+        }
+    }
+    set.build()
+        .map_err(|e| format!("cannot compile the patterns: {e}"))
+}
+
+/// One pattern of [`compile_globs`]: one glob, or two for a name without `/`, which (as in
+/// .gitignore) matches a file of that name or a directory of that name with all below it.
+fn compile_glob(pattern: &str) -> Result<Vec<globset::Glob>, String> {
+    let shown = printable(pattern);
+    let invalid = |why: &str| {
+        format!(
+            "invalid pattern `{shown}`: {why}; write globs like `app/**`, `*.md` or `docs/`, \
+             relative to the checkout"
+        )
+    };
+    if pattern.is_empty() {
+        return Err("a pattern is empty; write globs like `app/**`, `*.md` or `docs/`".to_owned());
+    }
+    let anchored = pattern.contains('/');
+    let mut rest = pattern;
+    while let Some(stripped) = rest.strip_prefix("./").or_else(|| rest.strip_prefix('/')) {
+        rest = stripped;
+    }
+    let below = rest.ends_with('/');
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest == "." {
+        return Err(invalid(
+            "it names the whole checkout; name the files, like `app/**`",
+        ));
+    }
+    if rest.split('/').any(|part| part == "..") {
+        return Err(invalid(
+            "`..` leaves the checkout; patterns are relative to the checkout root",
+        ));
+    }
+    if rest.split('/').any(|part| part.is_empty() || part == ".") {
+        return Err(invalid("it has an empty or `.` path component"));
+    }
+    let globs = match (anchored, below) {
+        (false, false) => vec![format!("**/{rest}"), format!("**/{rest}/**")],
+        (false, true) => vec![format!("**/{rest}/**")],
+        (true, false) => vec![rest.to_owned()],
+        (true, true) => vec![format!("{rest}/**")],
+    };
+    globs
+        .iter()
+        .map(|glob| {
+            GlobBuilder::new(glob)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| invalid(&e.kind().to_string()))
+        })
+        .collect()
 }
 
 /// Splits a compose command like a shell (quotes and backslashes, no expansion).
@@ -833,18 +1346,26 @@ fn check_command(words: Vec<String>) -> Result<Vec<String>, String> {
 
 /// A restart timeout such as `90s`, `2m` or `1h 30m`: more than zero, at most a day.
 fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration("restart timeout", text)?;
+    if duration.is_zero() {
+        return Err(format!(
+            "the restart timeout `{}` is zero; give a time like `90s` or `5m`",
+            printable(text)
+        ));
+    }
+    Ok(duration)
+}
+
+/// A duration such as `90s`, `2m`, `1h 30m` or `0`: at most a day. Zero is allowed (the health
+/// timeout and settle time); [`parse_timeout`] refuses it.
+fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
     let shown = printable(text);
     let duration = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("`{shown}` is not a duration ({e}); write one like `90s`, `5m` or `1h`")
     })?;
-    if duration.is_zero() {
+    if duration > MAX_DURATION {
         return Err(format!(
-            "the restart timeout `{shown}` is zero; give a time like `90s` or `5m`"
-        ));
-    }
-    if duration > MAX_RESTART_TIMEOUT {
-        return Err(format!(
-            "the restart timeout `{shown}` is more than a day; give a time like `90s` or `5m` \
+            "the {what} `{shown}` is more than a day; give a time like `90s` or `5m` \
              (`m` is minutes, `M` months)"
         ));
     }
@@ -917,12 +1438,25 @@ mod tests {
                 compose_files: vec![],
                 project_name: None,
                 services: None,
+                rules: vec![],
+                ignore: vec![],
+                dependency_files: DEFAULT_DEPENDENCY_FILES
+                    .iter()
+                    .map(|&p| p.to_owned())
+                    .collect(),
+                rebuild_policy: RebuildPolicy::Rebuild,
+                allow_rebuild: false,
                 restart_timeout: Duration::from_secs(300),
+                health_timeout: Duration::from_secs(60),
+                health_settle: Duration::from_secs(2),
+                rollback: false,
+                hooks: Hooks::default(),
                 detailed_exitcode: false,
                 output: OutputFormat::Text,
                 quiet: false,
                 verbose: false,
                 config_file: None,
+                config_file_absolute: None,
             }
         );
     }
@@ -977,12 +1511,24 @@ mod tests {
             "web,worker",
             "--restart-timeout",
             "90s",
+            "--rebuild-policy",
+            "stop",
+            "--allow-rebuild",
+            "--health-timeout",
+            "3m",
+            "--health-settle",
+            "10s",
+            "--rollback",
             "--detailed-exitcode",
             "--output",
             "json",
             "-q",
             "-v",
         ]);
+        assert_eq!(s.rebuild_policy, RebuildPolicy::Stop);
+        assert!(s.allow_rebuild && s.rollback);
+        assert_eq!(s.health_timeout, Duration::from_secs(180));
+        assert_eq!(s.health_settle, Duration::from_secs(10));
         assert_eq!(s.command, Command::Check);
         assert_eq!(s.remote.as_deref(), Some("upstream"));
         assert_eq!(s.branch.as_deref(), Some("release/1.x"));
@@ -1150,12 +1696,35 @@ mod tests {
              project_name: app\n\
              services:\n  - web\n  - worker\n\
              restart_timeout: 2m\n\
+             rebuild_policy: stop\n\
+             health_timeout: 90s\n\
+             health_settle: 5s\n\
+             rollback: true\n\
              detailed_exitcode: true\n\
              output: json\n\
              quiet: true\n\
-             verbose: true\n",
+             verbose: true\n\
+             ignore: [docs/, '*.md']\n\
+             dependency_files: [requirements.txt]\n\
+             hooks: {before: ./pre.sh, after_success: 'curl -fsS https://x/ok', on_failure: ./alert.sh}\n",
         );
         let s = file.resolve(&[]);
+        assert_eq!(s.rebuild_policy, RebuildPolicy::Stop);
+        assert!(!s.allow_rebuild, "not a config key");
+        assert_eq!(s.health_timeout, Duration::from_secs(90));
+        assert_eq!(s.health_settle, Duration::from_secs(5));
+        assert!(s.rollback);
+        assert_eq!(s.ignore, ["docs/", "*.md"]);
+        assert_eq!(s.dependency_files, ["requirements.txt"]);
+        assert_eq!(
+            s.hooks,
+            Hooks {
+                before: Some("./pre.sh".into()),
+                after_success: Some("curl -fsS https://x/ok".into()),
+                on_failure: Some("./alert.sh".into()),
+            }
+        );
+        assert_eq!(s.rules, []);
         assert_eq!(s.command, Command::Run);
         assert_eq!(s.repo, PathBuf::from("/srv/app"));
         assert_eq!(s.remote.as_deref(), Some("upstream"));
@@ -1184,7 +1753,8 @@ mod tests {
         let file = config(
             "repo: app\nremote: upstream\nbranch: prod\ncompose_command: [podman-compose]\n\
              compose_files: [a.yml]\nproject_name: fromfile\nservices: [web]\n\
-             restart_timeout: 2m\noutput: json\n",
+             restart_timeout: 2m\noutput: json\nrebuild_policy: stop\nhealth_timeout: 5m\n\
+             health_settle: 0\n",
         );
         let s = file.resolve(&[
             "-C",
@@ -1205,7 +1775,16 @@ mod tests {
             "10s",
             "--output",
             "text",
+            "--rebuild-policy",
+            "rebuild",
+            "--health-timeout",
+            "0s",
+            "--health-settle",
+            "3s",
         ]);
+        assert_eq!(s.rebuild_policy, RebuildPolicy::Rebuild);
+        assert_eq!(s.health_timeout, Duration::ZERO);
+        assert_eq!(s.health_settle, Duration::from_secs(3));
         assert_eq!(s.repo, PathBuf::from("/other"));
         assert_eq!(s.remote.as_deref(), Some("origin"));
         assert_eq!(s.branch.as_deref(), Some("main"));
@@ -1227,11 +1806,18 @@ mod tests {
         assert_eq!(s.services, Some(vec!["web".to_owned()]));
         assert_eq!(s.output, OutputFormat::Json);
         assert!(!s.quiet && !s.verbose && !s.detailed_exitcode);
+        assert_eq!(s.rebuild_policy, RebuildPolicy::Stop);
+        assert_eq!(s.health_timeout, Duration::from_secs(300));
+        assert_eq!(s.health_settle, Duration::ZERO);
 
         // Switches: a flag can turn one on; the file's `true` stands without the flag.
         let file = config("quiet: false\nverbose: true\n");
         let s = file.resolve(&["-q"]);
         assert!(s.quiet && s.verbose);
+        let file = config("rollback: false\n");
+        assert!(!file.resolve(&[]).rollback);
+        assert!(file.resolve(&["--rollback"]).rollback);
+        assert!(config("rollback: true\n").resolve(&[]).rollback);
     }
 
     #[test]
@@ -1317,7 +1903,8 @@ mod tests {
                 "config `{}` line 3 column 1: unknown key `servics` (did you mean `services`?); \
                  expected one of: repo, \
                  remote, branch, compose_command, compose_files, project_name, services, \
-                 restart_timeout, detailed_exitcode, output, quiet, verbose",
+                 restart_timeout, rebuild_policy, health_timeout, health_settle, rollback, \
+                 detailed_exitcode, output, quiet, verbose, ignore, dependency_files, hooks",
                 file.path.display()
             )
         );
@@ -1357,7 +1944,11 @@ mod tests {
         for (text, expected) in [
             ("repo: x\nquiet: maybe\n", "line 2 column 8: `quiet`: invalid type: string \"maybe\", expected a boolean"),
             ("output: xml\n", "line 1 column 9: `output`: unknown format `xml`, expected `text` or `json`"),
-            ("services: web,worker\n", "line 1 column 11: `services`: invalid type: string \"web,worker\", expected a sequence; write a list"),
+            ("services: web,worker\n", "line 1 column 11: `services`: invalid type: string \"web,worker\", expected a list of services like `[web, worker]`, or a mapping of services to path rules like `{web: {paths: [\"app/**\"]}}`"),
+            ("ignore: '*.md'\n", "line 1 column 9: `ignore`: invalid type: string \"*.md\", expected a sequence; write a list"),
+            ("dependency_files: {a: b}\n", "line 1 column 19: `dependency_files`: invalid type: map, expected a sequence; write a list"),
+            ("rollback: yes please\n", "line 1 column 11: `rollback`: invalid type: string \"yes please\", expected a boolean"),
+            ("health_timeout: [1]\n", "line 1 column 17: `health_timeout`: invalid type: sequence"),
             ("compose_files: a.yml\n", "line 1 column 16: `compose_files`: invalid type: string"),
             ("services:\n  - web\n  - {a: 1}\n", "line 3 column 5: `services[1]`: invalid type: map"),
             ("repo: [a]\n", "line 1 column 7: `repo`: invalid type: sequence"),
@@ -1513,6 +2104,497 @@ mod tests {
             message.ends_with(": Is a directory; give the path of a YAML file"),
             "{message}"
         );
+    }
+
+    fn rule(service: &str, paths: &[&str]) -> ServiceRule {
+        ServiceRule {
+            service: service.into(),
+            paths: paths.iter().map(|&p| p.to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn services_as_a_mapping_are_path_rules_in_file_order() {
+        let expected = [
+            rule("core", &["assistant/**", "pyproject.toml"]),
+            rule("bot", &["bot/", "*.py"]),
+        ];
+        let block = config(
+            "services:\n  core:\n    paths:\n      - assistant/**\n      - pyproject.toml\n  \
+             bot:\n    paths: [bot/, '*.py']\n",
+        );
+        let s = block.resolve(&[]);
+        assert_eq!(s.rules, expected);
+        assert_eq!(s.services, None, "rules are not an explicit list");
+        let flow = config(
+            "services: {core: {paths: [\"assistant/**\", \"pyproject.toml\"]}, \
+             bot: {paths: [bot/, \"*.py\"]}}\n",
+        );
+        assert_eq!(flow.resolve(&[]).rules, expected);
+        // Names like --services names: trimmed and quoted keys are fine.
+        let s = config("services:\n  'web.1_a-b': {paths: [x]}\n").resolve(&[]);
+        assert_eq!(s.rules, [rule("web.1_a-b", &["x"])]);
+
+        // --services wins (the lead's code gives `services` precedence); the rules are kept.
+        let s = block.resolve(&["--services", "web"]);
+        assert_eq!(s.services, Some(vec!["web".to_owned()]));
+        assert_eq!(s.rules, expected);
+    }
+
+    #[test]
+    fn services_as_a_list_keep_their_meaning() {
+        let s = config("services: [web, worker]\n").resolve(&[]);
+        assert_eq!(s.services, Some(vec!["web".into(), "worker".into()]));
+        assert_eq!(s.rules, []);
+        let s = config("services:\n  - web\n").resolve(&["--services", "bot"]);
+        assert_eq!(s.services, Some(vec!["bot".into()]));
+        assert_eq!(s.rules, []);
+        assert_eq!(resolve(&[]).rules, []);
+    }
+
+    #[test]
+    fn bad_rules_name_the_line_and_the_key() {
+        for (text, expected) in [
+            (
+                "services: {}\n",
+                "line 1: `services`: the mapping of services is empty",
+            ),
+            (
+                "repo: .\nservices:\n  core:\n    paths: []\n",
+                "line 4: `services.core.paths`: the list of paths is empty; give at least one \
+                 pattern",
+            ),
+            (
+                "services:\n  core: {paths: [a]}\n  bot: {paths: []}\n",
+                "line 3: `services.bot.paths`: the list of paths is empty",
+            ),
+            (
+                "services:\n  core:\n    paths:\n      - ok/**\n      - 'a/['\n",
+                "line 5: `services.core.paths`: invalid pattern `a/[`: unclosed character class",
+            ),
+            (
+                "services: {core: {paths: ['a/**', '[z-a]']}}\n",
+                "line 1: `services.core.paths`: invalid pattern `[z-a]`: invalid range; 'z' > 'a'",
+            ),
+            (
+                "services:\n  -d: {paths: [x]}\n",
+                "line 2: `services`: the service name `-d` starts with `-`",
+            ),
+            (
+                "services:\n  core: {paths: [x]}\n  'a b': {paths: [x]}\n",
+                "line 3: `services`: the service name `a b` contains ` `",
+            ),
+            (
+                "services:\n  core:\n    paths: [a]\n    colour: red\n",
+                "line 4 column 5: `services.core`: unknown key `colour`, expected `paths`",
+            ),
+            (
+                "services: {core: {path: [a]}}\n",
+                "line 1 column 19: `services.core`: unknown key `path`, expected `paths`",
+            ),
+            (
+                "services: {core: {}}\n",
+                "line 1 column 18: `services.core`: missing key `paths`",
+            ),
+            (
+                "services: {core: [a]}\n",
+                "line 1 column 18: `services.core`: invalid type: sequence, expected a rule \
+                 like `{paths: [\"app/**\"]}`",
+            ),
+            (
+                "services: {core: {paths: [a, [b]]}}\n",
+                "line 1 column 30: `services.core.paths[1]`: invalid type: sequence, expected a \
+                 string",
+            ),
+            (
+                "services:\n  core: {paths: [a]}\n  bot: {paths: [b]}\n  core: {paths: [c]}\n",
+                "line 4 column 3: key `services.core` is given twice; keep one",
+            ),
+            (
+                "services:\n  core:\n    paths: [a]\n    paths: [b]\n",
+                "line 4 column 5: key `services.core.paths` is given twice",
+            ),
+        ] {
+            let file = config(text);
+            let message = file.error();
+            assert!(
+                message.starts_with(&format!("config `{}` line ", file.path.display())),
+                "{message}"
+            );
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn ignore_and_dependency_files() {
+        let s = resolve(&[]);
+        assert_eq!(s.ignore, Vec::<String>::new());
+        assert_eq!(s.dependency_files, DEFAULT_DEPENDENCY_FILES);
+        // The file's list replaces the default, even an empty one.
+        let s =
+            config("ignore: [docs/, tests/**, '*.md']\ndependency_files: [requirements/*.txt]\n")
+                .resolve(&[]);
+        assert_eq!(s.ignore, ["docs/", "tests/**", "*.md"]);
+        assert_eq!(s.dependency_files, ["requirements/*.txt"]);
+        let s = config("ignore: []\ndependency_files: []\n").resolve(&[]);
+        assert_eq!((s.ignore.len(), s.dependency_files.len()), (0, 0));
+        // Unset (null) keeps the default.
+        let s = config("dependency_files:\n").resolve(&[]);
+        assert_eq!(s.dependency_files, DEFAULT_DEPENDENCY_FILES);
+
+        for (text, expected) in [
+            (
+                "repo: .\nignore:\n  - docs/\n  - '{a,b'\n",
+                "line 4: `ignore`: invalid pattern `{a,b`: unclosed alternate group",
+            ),
+            ("ignore: ['']\n", "line 1: `ignore`: a pattern is empty"),
+            (
+                "ignore: [../x]\n",
+                "line 1: `ignore`: invalid pattern `../x`: `..` leaves the checkout",
+            ),
+            (
+                "ignore: [/]\n",
+                "line 1: `ignore`: invalid pattern `/`: it names the whole checkout",
+            ),
+            (
+                "ignore: ['a//b']\n",
+                "line 1: `ignore`: invalid pattern `a//b`: it has an empty or `.` path component",
+            ),
+            (
+                "# deps\ndependency_files:\n  - Dockerfile\n\n  - 'x/[z'\n",
+                "line 5: `dependency_files`: invalid pattern `x/[z`",
+            ),
+            (
+                "ignore: [*.md]\n",
+                "line 1 column 11: not valid YAML: did not find expected alphabetic or numeric \
+                 character, while scanning an alias at line 1 column 10; quote a pattern that \
+                 starts with `*`, like `'*.md'`",
+            ),
+            (
+                "ignore: [a, {b]\n",
+                "quote values holding `[`, `]`, `{`, `}` or `,`",
+            ),
+        ] {
+            let message = config(text).error();
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn rebuild_policy_and_allow_rebuild() {
+        assert_eq!(resolve(&[]).rebuild_policy, RebuildPolicy::Rebuild);
+        assert_eq!(RebuildPolicy::default(), RebuildPolicy::Rebuild);
+        let stop = config("rebuild_policy: stop\n");
+        let s = stop.resolve(&[]);
+        assert_eq!(
+            (s.rebuild_policy, s.allow_rebuild),
+            (RebuildPolicy::Stop, false)
+        );
+        let s = stop.resolve(&["--rebuild-policy", "rebuild"]);
+        assert_eq!(s.rebuild_policy, RebuildPolicy::Rebuild);
+        let s = stop.resolve(&["--allow-rebuild"]);
+        assert_eq!(
+            (s.rebuild_policy, s.allow_rebuild),
+            (RebuildPolicy::Stop, true)
+        );
+
+        let message = config("rebuild_policy: never\n").error();
+        assert!(
+            message.contains(
+                "line 1 column 17: `rebuild_policy`: unknown policy `never`, expected `rebuild` \
+                 or `stop`"
+            ),
+            "{message}"
+        );
+        // The permission is the operator's, for one run: not a config key.
+        let message = config("allow_rebuild: true\n").error();
+        assert!(
+            message.contains("line 1 column 1: unknown key `allow_rebuild`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn health_timeout_and_settle() {
+        let s = resolve(&[]);
+        assert_eq!(s.health_timeout, DEFAULT_HEALTH_TIMEOUT);
+        assert_eq!(s.health_timeout, Duration::from_secs(60));
+        assert_eq!(s.health_settle, DEFAULT_HEALTH_SETTLE);
+        assert_eq!(s.health_settle, Duration::from_secs(2));
+        // Zero is allowed: no wait, or check once.
+        for zero in ["0", "0s", " 0s "] {
+            let s = resolve(&["--health-timeout", zero, "--health-settle", zero]);
+            assert_eq!(
+                (s.health_timeout, s.health_settle),
+                (Duration::ZERO, Duration::ZERO)
+            );
+        }
+        let s = config("health_timeout: 0\nhealth_settle: 0s\n").resolve(&[]);
+        assert_eq!(
+            (s.health_timeout, s.health_settle),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        let s = config("health_timeout: 2m\nhealth_settle: 500ms\n").resolve(&[]);
+        assert_eq!(s.health_timeout, Duration::from_secs(120));
+        assert_eq!(s.health_settle, Duration::from_millis(500));
+
+        for (flag, value, expected) in [
+            (
+                "--health-timeout",
+                "soon",
+                "--health-timeout: `soon` is not a duration",
+            ),
+            (
+                "--health-timeout",
+                "60",
+                "--health-timeout: `60` is not a duration",
+            ),
+            (
+                "--health-timeout",
+                "2days",
+                "--health-timeout: the health timeout `2days` is more than a day",
+            ),
+            (
+                "--health-settle",
+                "",
+                "--health-settle: `` is not a duration",
+            ),
+            (
+                "--health-settle",
+                "25h",
+                "--health-settle: the health settle time `25h` is more than a day",
+            ),
+        ] {
+            let message = usage_error(&[flag, value]);
+            assert!(message.starts_with(expected), "{flag} {value}: {message}");
+        }
+        for (text, expected) in [
+            (
+                "repo: .\nhealth_timeout: 60\n",
+                "line 2: `health_timeout`: `60` is not a duration",
+            ),
+            (
+                "health_settle: 2 days\n",
+                "line 1: `health_settle`: the health settle time `2 days` is more than a day",
+            ),
+        ] {
+            let message = config(text).error();
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+        // The restart timeout still refuses zero.
+        assert!(usage_error(&["--restart-timeout", "0"]).contains("is zero"));
+    }
+
+    #[test]
+    fn hooks_come_from_the_file_only() {
+        assert_eq!(resolve(&[]).hooks, Hooks::default());
+        let s = config("hooks:\n  on_failure: |\n    echo \"$PULLSTART_RESULT\" | mail -s x ops\n")
+            .resolve(&[]);
+        assert_eq!(
+            s.hooks,
+            Hooks {
+                before: None,
+                after_success: None,
+                on_failure: Some("echo \"$PULLSTART_RESULT\" | mail -s x ops\n".into()),
+            }
+        );
+        assert_eq!(config("hooks: {}\n").resolve(&[]).hooks, Hooks::default());
+        assert_eq!(config("hooks:\n").resolve(&[]).hooks, Hooks::default());
+        for (text, expected) in [
+            (
+                "hooks: {before: x, after: y}\n",
+                "line 1 column 20: `hooks`: unknown key `after`, expected one of `before`, \
+                 `after_success`, `on_failure`",
+            ),
+            (
+                "repo: .\nhooks:\n  before: ok\n  after_success: '  '\n",
+                "line 4: `hooks.after_success`: the command is empty; give a shell command line, \
+                 or leave the hook out",
+            ),
+            (
+                "hooks:\n  on_failure: ''\n",
+                "line 2: `hooks.on_failure`: the command is empty",
+            ),
+            (
+                "hooks: [x]\n",
+                "line 1 column 8: `hooks`: invalid type: sequence, expected a mapping of hooks",
+            ),
+            (
+                "hooks: {before: [x]}\n",
+                "line 1 column 17: `hooks.before`: invalid type: sequence, expected a string",
+            ),
+            (
+                "hooks:\n  before: a\n  before: b\n",
+                "line 3 column 3: key `hooks.before` is given twice; keep one",
+            ),
+        ] {
+            let message = config(text).error();
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn config_file_absolute_is_canonical() {
+        assert_eq!(resolve(&[]).config_file_absolute, None);
+        let file = config("");
+        let s = file.resolve(&[]);
+        let canonical = std::fs::canonicalize(&file.path).unwrap();
+        assert_eq!(s.config_file_absolute.as_ref(), Some(&canonical));
+        assert!(canonical.is_absolute());
+        // A link to a file inside a checkout counts as that file.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let link = elsewhere.path().join("link.yml");
+        std::os::unix::fs::symlink(&file.path, &link).unwrap();
+        let s = resolve(&["--config", link.to_str().unwrap()]);
+        assert_eq!(s.config_file_absolute, Some(canonical));
+        assert_eq!(s.config_file, Some(link));
+        // A relative path is made absolute: reach the file from the current directory by `..`.
+        let cwd = std::env::current_dir().unwrap();
+        let mut relative = PathBuf::new();
+        for _ in cwd.components().skip(1) {
+            relative.push("..");
+        }
+        relative.push(file.path.strip_prefix("/").unwrap());
+        assert!(relative.is_relative());
+        let s = resolve(&["--config", relative.to_str().unwrap()]);
+        assert_eq!(
+            s.config_file_absolute,
+            Some(std::fs::canonicalize(cwd.join(&relative)).unwrap())
+        );
+        assert_eq!(s.config_file, Some(relative));
+    }
+
+    #[test]
+    fn compile_globs_semantics() {
+        fn set(patterns: &[&str]) -> GlobSet {
+            compile_globs(&patterns.iter().map(|&p| p.to_owned()).collect::<Vec<_>>())
+                .unwrap_or_else(|e| panic!("{patterns:?}: {e}"))
+        }
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            // No `/`: a file name, or a directory name with everything below, at any depth
+            // (as in .gitignore).
+            (
+                "*.md",
+                &["README.md", "docs/a.md", "a/b/c.md", "a.md/x"],
+                &["README.mdx", "md"],
+            ),
+            ("docs", &["docs", "docs/x", "a/docs/b/c"], &["docsx/a", "a/xdocs"]),
+            (
+                "Dockerfile",
+                &["Dockerfile", "worker/Dockerfile"],
+                &["Dockerfile.prod", "xDockerfile"],
+            ),
+            (
+                "requirements*.txt",
+                &["requirements.txt", "svc/requirements-dev.txt"],
+                &["requirements/base.txt"],
+            ),
+            // With `/`: anchored at the root; `*` stays in one directory.
+            (
+                "docs/*.md",
+                &["docs/a.md"],
+                &["docs/x/a.md", "a/docs/b.md", "a.md"],
+            ),
+            (
+                "assistant/**",
+                &["assistant/x.py", "assistant/x/y.py"],
+                &["x/assistant/y.py", "assistantx/y.py"],
+            ),
+            ("/Dockerfile", &["Dockerfile"], &["worker/Dockerfile"]),
+            ("./app/*.py", &["app/a.py"], &["x/app/a.py"]),
+            ("a/**/b.txt", &["a/b.txt", "a/x/y/b.txt"], &["x/a/b.txt"]),
+            // A trailing `/`: everything below.
+            ("docs/", &["docs/a", "docs/a/b"], &["a/docs/b", "docsx/a"]),
+            ("docs/api/", &["docs/api/x.md"], &["docs/x.md"]),
+            // Globs.
+            (
+                "*.{yml,yaml}",
+                &["compose.yml", "x/compose.yaml"],
+                &["compose.json"],
+            ),
+            ("src/?.rs", &["src/a.rs"], &["src/ab.rs", "src/x/a.rs"]),
+            ("[ab].txt", &["a.txt", "d/b.txt"], &["c.txt"]),
+            ("a\\*b", &["a*b"], &["axb"]),
+        ];
+        for (pattern, matching, other) in cases {
+            let globs = set(&[pattern]);
+            for path in *matching {
+                assert!(globs.is_match(path), "{pattern} should match {path}");
+            }
+            for path in *other {
+                assert!(!globs.is_match(path), "{pattern} should not match {path}");
+            }
+        }
+        let both = set(&["docs/", "*.md"]);
+        assert!(both.is_match("docs/a/b.txt") && both.is_match("web/README.md"));
+        assert!(!both.is_match("web/app.py"));
+        assert!(set(&[]).is_empty());
+
+        for (pattern, expected) in [
+            (
+                "a/[",
+                "invalid pattern `a/[`: unclosed character class; missing ']'",
+            ),
+            ("[z-a]", "invalid pattern `[z-a]`: invalid range; 'z' > 'a'"),
+            ("{a,b", "invalid pattern `{a,b`: unclosed alternate group"),
+            ("", "a pattern is empty"),
+            ("../x", "invalid pattern `../x`: `..` leaves the checkout"),
+            ("a/../b", "`..` leaves the checkout"),
+            ("./", "it names the whole checkout"),
+        ] {
+            let message =
+                compile_globs(&["ok/**".to_owned(), pattern.to_owned()]).expect_err(pattern);
+            assert!(message.contains(expected), "{pattern:?}: {message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+    }
+
+    #[test]
+    fn default_dependency_files() {
+        let globs = compile_globs(
+            &DEFAULT_DEPENDENCY_FILES
+                .iter()
+                .map(|&p| p.to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        for path in [
+            "Dockerfile",
+            "worker/Dockerfile",
+            "Dockerfile.prod",
+            "web/app.dockerfile",
+            ".dockerignore",
+            "requirements.txt",
+            "bot/requirements-dev.txt",
+            "constraints.txt",
+            "pyproject.toml",
+            "poetry.lock",
+            "Pipfile.lock",
+            "uv.lock",
+            "setup.py",
+            "web/package.json",
+            "web/pnpm-lock.yaml",
+            "yarn.lock",
+            "Cargo.lock",
+            "svc/go.sum",
+            "Gemfile.lock",
+            "x.gemspec",
+            "composer.lock",
+            "pom.xml",
+            "build.gradle.kts",
+            "gradle/wrapper/gradle-wrapper.properties",
+        ] {
+            assert!(globs.is_match(path), "{path}");
+        }
+        for path in [
+            "app/main.py",
+            "README.md",
+            "src/lib.rs",
+            "requirements/base.txt",
+            "docs/setup.md",
+        ] {
+            assert!(!globs.is_match(path), "{path}");
+        }
     }
 
     #[test]
