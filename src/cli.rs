@@ -135,7 +135,7 @@ pub struct Options {
     /// [GLOB, ...]` (changes that need a rebuild; replaces the default list of Dockerfiles,
     /// manifests and lock files); `hooks: {before: CMD, after_success: CMD, on_failure: CMD}`
     /// (shell command lines run with `sh -c`; refused from a config file inside the checkout).
-    /// A GLOB without `/` matches a file name at any depth (`*.md`, `Dockerfile`); one with `/` is
+    /// A GLOB without `/` matches a file or directory name at any depth (`*.md`, `Dockerfile`); one with `/` is
     /// anchored at the checkout root (`app/**`, `docs/*.md`); a trailing `/` means everything
     /// below (`docs/`); `*` stays within a directory, `**` crosses directories.
     #[arg(long, value_name = "FILE", global = true)]

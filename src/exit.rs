@@ -105,7 +105,10 @@ pub fn fail<T>(code: ExitCode, message: impl Into<String>) -> anyhow::Result<T> 
 /// The outermost [`Failure`] of an error, whether it is the error itself, a `.context()` layer
 /// (which `chain()` does not downcast), or a source further down.
 pub fn failure_of(err: &anyhow::Error) -> Option<&Failure> {
-    err.downcast_ref::<Failure>().or_else(|| err.chain().find_map(|cause| cause.downcast_ref::<Failure>()))
+    err.downcast_ref::<Failure>().or_else(|| {
+        err.chain()
+            .find_map(|cause| cause.downcast_ref::<Failure>())
+    })
 }
 
 /// The exit code an error maps to: its outermost [`Failure`]'s, else internal.
@@ -140,7 +143,9 @@ mod tests {
     fn failure_inside_context_keeps_its_code() {
         let err = anyhow::Error::from(Failure::new(ExitCode::FetchFailed, "x")).context("outer");
         assert_eq!(code_of(&err), ExitCode::FetchFailed);
-        let as_context = anyhow::anyhow!("io").context(Failure::new(ExitCode::Locked, "y")).context("outer");
+        let as_context = anyhow::anyhow!("io")
+            .context(Failure::new(ExitCode::Locked, "y"))
+            .context("outer");
         assert_eq!(code_of(&as_context), ExitCode::Locked);
         assert_eq!(code_of(&anyhow::anyhow!("plain")), ExitCode::Internal);
     }

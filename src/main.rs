@@ -6,9 +6,11 @@
 mod apply;
 mod checkout;
 mod cli;
+mod compose;
 mod exit;
 mod fetch;
 mod guard;
+mod health;
 mod lock;
 mod plan;
 mod record;
@@ -16,7 +18,9 @@ mod redact;
 mod report;
 mod restart;
 mod run;
+mod select;
 mod settings;
+mod status;
 
 use clap::Parser;
 

@@ -8,6 +8,7 @@ use gix::objs::tree::EntryKind;
 use gix::ObjectId;
 
 use crate::exit::{ExitCode, Failure};
+use crate::select::Services;
 
 /// One side of a changed path: what git would have there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,31 +39,6 @@ pub enum Relation {
     Diverged { remote_force_pushed: bool },
     /// No common history at all.
     Unrelated,
-}
-
-/// Which services the restart step acts on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Services {
-    /// Nothing that the services run changed.
-    Nothing,
-    /// The whole compose project: `restart` with no names.
-    All,
-    /// These, in this order.
-    Named(Vec<String>),
-}
-
-impl Services {
-    /// The names for output: `[]` when none, `["all services"]`-style labels are the report's job.
-    pub fn names(&self) -> &[String] {
-        match self {
-            Services::Named(names) => names,
-            Services::Nothing | Services::All => &[],
-        }
-    }
-
-    pub fn is_nothing(&self) -> bool {
-        matches!(self, Services::Nothing)
-    }
 }
 
 /// What a run will do.
@@ -237,18 +213,6 @@ pub fn paths(changes: &[Change]) -> Vec<BString> {
     changes.iter().map(|c| c.path.clone()).collect()
 }
 
-/// Pick the services to act on. `configured` is `--services`; without it every service of the
-/// compose project restarts (later steps may narrow this down from the compose project).
-pub fn services(changed_paths: &[BString], configured: Option<&[String]>) -> Services {
-    if changed_paths.is_empty() {
-        return Services::Nothing;
-    }
-    match configured {
-        Some(names) if !names.is_empty() => Services::Named(names.to_vec()),
-        _ => Services::All,
-    }
-}
-
 /// A tree path that must never be written: `.git` in any case, `.`, `..`, empty components, or
 /// names that NTFS would treat as `.git`. These are git's own defaults on Linux
 /// (`core.protectNTFS` on, `core.protectHFS` off); file names that are merely invalid on Windows
@@ -339,17 +303,6 @@ mod tests {
     }
 
     #[test]
-    fn services_follow_configuration_only_when_code_changed() {
-        let paths = vec![BString::from("app.py")];
-        assert_eq!(services(&[], Some(&["web".into()])), Services::Nothing);
-        assert_eq!(services(&paths, None), Services::All);
-        assert_eq!(
-            services(&paths, Some(&["b".into(), "a".into()])),
-            Services::Named(vec!["b".into(), "a".into()])
-        );
-    }
-
-    #[test]
     fn plan_knows_when_it_is_up_to_date() {
         let plan = Plan {
             head: Some(id(1)),
@@ -357,7 +310,7 @@ mod tests {
             deployed: Some(id(1)),
             changes: vec![],
             changed_paths: vec![],
-            services: Services::Nothing,
+            services: Services::nothing("no file changed"),
         };
         assert!(plan.is_up_to_date());
         let retry = Plan {
@@ -382,7 +335,8 @@ mod tests {
             "./a",
             "a//b",
             ".git",
-            "x/git~1/y", "a/.git./b",
+            "x/git~1/y",
+            "a/.git./b",
         ] {
             assert!(unsafe_path(bad.into(), EntryKind::Blob).is_some(), "{bad}");
         }

@@ -10,8 +10,9 @@ use gix::ObjectId;
 use serde::Serialize;
 
 use crate::exit::{self, ExitCode};
-use crate::plan::{Change, Services};
+use crate::plan::Change;
 use crate::redact::redact;
+use crate::select::{Action, Services};
 use crate::settings::{Command, OutputFormat};
 
 /// How a successful invocation ended.
@@ -67,7 +68,7 @@ impl Outcome {
             deployed_before: None,
             changes: Vec::new(),
             changed_paths: Vec::new(),
-            services: Services::Nothing,
+            services: Services::nothing("no file changed"),
             retried_restart: false,
             success: Success::UpToDate,
             status_lines: Vec::new(),
@@ -127,7 +128,9 @@ fn print_text(outcome: &Outcome, result: &anyhow::Result<()>, style: Style) {
 /// The one line an error shows: the outermost message that is not generic context, i.e. the
 /// first [`exit::Failure`] in the chain, else the top of the chain.
 fn headline(err: &anyhow::Error) -> String {
-    exit::failure_of(err).map(|f| f.message.clone()).unwrap_or_else(|| {
+    exit::failure_of(err)
+        .map(|f| f.message.clone())
+        .unwrap_or_else(|| {
             let mut parts: Vec<String> = err.chain().map(|c| c.to_string()).collect();
             parts.dedup();
             // An internal error: the whole chain on one line, so cron mail says what broke.
@@ -152,11 +155,50 @@ fn short(id: Option<ObjectId>) -> String {
     id.map_or_else(|| "(none)".into(), |id| id.to_hex_with_len(7).to_string())
 }
 
+/// `restarted: web worker; rebuilt: api`, `restarted: all services (why)`,
+/// `restarted: nothing (why)`.
 fn services_label(services: &Services) -> String {
     match services {
-        Services::Nothing => "nothing (no file changed)".into(),
-        Services::All => "all services".into(),
-        Services::Named(names) => names.join(" "),
+        Services::Nothing { why } => format!("restarted: nothing ({why})"),
+        Services::All { why } => format!("restarted: all services ({why})"),
+        Services::Named(_) => [Action::Rebuild, Action::Recreate, Action::Restart]
+            .into_iter()
+            .filter_map(|action| {
+                let names = services.with_action(action);
+                (!names.is_empty()).then(|| format!("{}: {}", action.past(), names.join(" ")))
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// One line per service: what would be done, to which paths, and why.
+pub fn service_lines(services: &Services) -> Vec<String> {
+    const SHOWN: usize = 3;
+    match services {
+        Services::Nothing { why } => vec![format!("would restart nothing: {why}")],
+        Services::All { why } => vec![format!("would restart all services: {why}")],
+        Services::Named(actions) => actions
+            .iter()
+            .map(|a| {
+                let mut paths: Vec<String> = a
+                    .paths
+                    .iter()
+                    .take(SHOWN)
+                    .map(|p| p.to_str_lossy().into_owned())
+                    .collect();
+                if a.paths.len() > SHOWN {
+                    paths.push(format!("(+{} more)", a.paths.len() - SHOWN));
+                }
+                format!(
+                    "would {} {}: {} [{}]",
+                    a.action.verb(),
+                    a.name,
+                    paths.join(", "),
+                    a.reason
+                )
+            })
+            .collect(),
     }
 }
 
@@ -166,14 +208,14 @@ fn summary(outcome: &Outcome) -> String {
     let services = services_label(&outcome.services);
     if outcome.retried_restart {
         return format!(
-            "restarted {branch} {} after an earlier failed restart ({} since {}); restarted: {services}",
+            "restarted {branch} {} after an earlier failed restart ({} since {}); {services}",
             short(outcome.to),
             files(outcome.changed_paths.len()),
             short(outcome.deployed_before),
         );
     }
     format!(
-        "updated {branch} {}..{} ({}); restarted: {services}",
+        "updated {branch} {}..{} ({}); {services}",
         short(outcome.from),
         short(outcome.to),
         files(outcome.changes.len())
@@ -198,10 +240,10 @@ fn check_text(outcome: &Outcome) -> String {
     for change in &outcome.changes {
         text.push_str(&format!("  {} {}\n", change_letter(change), change.path));
     }
-    text.push_str(&format!(
-        "would restart: {}\n",
-        services_label(&outcome.services)
-    ));
+    for line in service_lines(&outcome.services) {
+        text.push_str(&line);
+        text.push('\n');
+    }
     text
 }
 
@@ -234,10 +276,20 @@ struct JsonReport<'a> {
     deployed: Option<String>,
     changed_paths: Vec<String>,
     services: Vec<String>,
+    /// Per service: the action, the paths that caused it and why.
+    actions: Vec<JsonAction>,
     duration_ms: u128,
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     local_changes: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct JsonAction {
+    service: String,
+    action: &'static str,
+    paths: Vec<String>,
+    reason: String,
 }
 
 fn print_json(outcome: &Outcome, result: &anyhow::Result<()>, code: ExitCode) {
@@ -257,7 +309,22 @@ fn print_json(outcome: &Outcome, result: &anyhow::Result<()>, code: ExitCode) {
             .iter()
             .map(|p| p.to_str_lossy().into_owned())
             .collect(),
-        services: outcome.services.names().to_vec(),
+        services: outcome.services.names(),
+        actions: outcome
+            .services
+            .actions()
+            .iter()
+            .map(|a| JsonAction {
+                service: a.name.clone(),
+                action: a.action.verb(),
+                paths: a
+                    .paths
+                    .iter()
+                    .map(|p| p.to_str_lossy().into_owned())
+                    .collect(),
+                reason: a.reason.clone(),
+            })
+            .collect(),
         duration_ms: outcome.started.elapsed().as_millis(),
         error: result
             .as_ref()

@@ -7,14 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::exit::{ExitCode, Failure};
-use crate::plan::Services;
+use crate::select::{Action, Services};
 use crate::settings::Settings;
 
-/// The compose invocation, as words, for `services`; `None` when there is nothing to restart.
-pub fn command_words(settings: &Settings, services: &Services) -> Option<Vec<String>> {
-    if services.is_nothing() {
-        return None;
-    }
+/// The compose command with the project's `-f` and `-p`, before the subcommand.
+pub fn prefix(settings: &Settings) -> Vec<String> {
     let mut words = settings.compose_command.clone();
     for file in &settings.compose_files {
         words.push("-f".into());
@@ -23,9 +20,34 @@ pub fn command_words(settings: &Settings, services: &Services) -> Option<Vec<Str
     if let Some(project) = &settings.project_name {
         words.extend(["-p".into(), project.clone()]);
     }
-    words.push("restart".into());
-    words.extend(services.names().iter().cloned());
-    Some(words)
+    words
+}
+
+/// The compose invocations that carry out `services`, strongest action first (a rebuild may
+/// take longest, and the services it rebuilds get nothing else):
+/// `up -d --build --no-deps A`, `up -d --no-deps B`, `restart C D`; `restart` alone for all.
+pub fn commands(settings: &Settings, services: &Services) -> Vec<Vec<String>> {
+    let with = |tail: &[&str], names: Vec<String>| {
+        let mut words = prefix(settings);
+        words.extend(tail.iter().map(|w| w.to_string()));
+        words.extend(names);
+        words
+    };
+    match services {
+        Services::Nothing { .. } => vec![],
+        Services::All { .. } => vec![with(&["restart"], vec![])],
+        Services::Named(_) => [
+            (Action::Rebuild, &["up", "-d", "--build", "--no-deps"][..]),
+            (Action::Recreate, &["up", "-d", "--no-deps"][..]),
+            (Action::Restart, &["restart"][..]),
+        ]
+        .into_iter()
+        .filter_map(|(action, tail)| {
+            let names = services.with_action(action);
+            (!names.is_empty()).then(|| with(tail, names))
+        })
+        .collect(),
+    }
 }
 
 /// Run the compose command in `workdir`. A non-zero exit, a signal, a time-out or a command that

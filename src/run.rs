@@ -5,15 +5,20 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use gix::bstr::ByteSlice;
+use gix::bstr::{BString, ByteSlice};
 use gix::ObjectId;
 
 use crate::checkout::{self, Checkout};
 use crate::exit::{fail, ExitCode, Failure};
 use crate::plan::{self, Plan};
 use crate::report::{Outcome, Success};
+use crate::select::{self, Action, Inputs, Rule, ServiceAction, Services};
+use crate::settings::{compile_globs, RebuildPolicy};
 use crate::settings::{Command, Settings};
-use crate::{apply, fetch, guard, lock, record, restart};
+use crate::{apply, compose, fetch, guard, health, lock, record, restart};
+
+/// How long `compose config` may take to describe the project.
+const COMPOSE_CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a fetch may take before it counts as failed (exit 3).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -25,7 +30,7 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
     outcome.from = checkout.head;
     outcome.to = checkout.head;
     if settings.command == Command::Status {
-        return status(settings, &checkout, outcome);
+        return crate::status::show(settings, &checkout, outcome);
     }
 
     let _lock = lock::acquire(checkout.git_dir())?;
@@ -83,6 +88,7 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
         return Ok(());
     }
     refuse_unsafe_paths(&plan)?;
+    refuse_unallowed_rebuild(settings, &plan)?;
 
     match settings.command {
         Command::Check => {
@@ -133,20 +139,56 @@ fn update_and_restart(
     outcome.to = Some(plan.tip);
     outcome.success = Success::Updated;
 
-    if let Some(words) = restart::command_words(settings, &plan.services) {
-        step(
-            settings,
-            format_args!("running `{}`", shell_words::join(&words)),
-        );
-        restart::run(&words, &checkout.workdir, settings.restart_timeout)?;
-    }
+    act(settings, checkout, plan)?;
     record::set_deployed(repo, plan.deployed, plan.tip, "pullstart: deployed")?;
     outcome.deployed = Some(plan.tip);
     Ok(())
 }
 
+/// Run the compose commands for the plan's services, then wait until they are healthy.
+fn act(settings: &Settings, checkout: &Checkout, plan: &Plan) -> anyhow::Result<()> {
+    let commands = restart::commands(settings, &plan.services);
+    if commands.is_empty() {
+        return Ok(());
+    }
+    for words in &commands {
+        step(
+            settings,
+            format_args!("running `{}`", shell_words::join(words)),
+        );
+        restart::run(words, &checkout.workdir, settings.restart_timeout)?;
+    }
+    if !settings.health_timeout.is_zero() {
+        let names = plan.services.names();
+        step(
+            settings,
+            format_args!(
+                "waiting up to {:?} for {} to be healthy",
+                settings.health_timeout,
+                services_or_all(&names)
+            ),
+        );
+        health::wait(
+            &restart::prefix(settings),
+            &checkout.workdir,
+            &names,
+            settings.health_timeout,
+            settings.health_settle,
+        )?;
+    }
+    Ok(())
+}
+
+fn services_or_all(names: &[String]) -> String {
+    if names.is_empty() {
+        "all services".into()
+    } else {
+        names.join(" ")
+    }
+}
+
 /// Compute the plan for moving HEAD to `tip`.
-fn make_plan(
+pub(crate) fn make_plan(
     settings: &Settings,
     checkout: &Checkout,
     tip: ObjectId,
@@ -163,9 +205,9 @@ fn make_plan(
         plan::paths(&plan::changes(repo, deployed_tree, tip_tree)?)
     };
     let services = if deployed == Some(tip) {
-        plan::Services::Nothing
+        Services::nothing("the services already run this code")
     } else {
-        plan::services(&changed_paths, settings.services.as_deref())
+        select_services(settings, checkout, &changed_paths)?
     };
     Ok(Plan {
         head: checkout.head,
@@ -175,6 +217,90 @@ fn make_plan(
         changed_paths,
         services,
     })
+}
+
+/// Which services the changed paths concern, from `--services`, the path rules or the compose
+/// project (read with `compose config`, which only reads).
+pub(crate) fn select_services(
+    settings: &Settings,
+    checkout: &Checkout,
+    changed_paths: &[BString],
+) -> anyhow::Result<Services> {
+    let globs = |key: &str, patterns: &[String]| {
+        compile_globs(patterns).map_err(|e| anyhow::anyhow!("failed to compile `{key}`: {e}"))
+    };
+    let ignore = globs("ignore", &settings.ignore)?;
+    let dependency_files = globs("dependency_files", &settings.dependency_files)?;
+    let rules = settings
+        .rules
+        .iter()
+        .map(|rule| {
+            Ok(Rule {
+                service: rule.service.clone(),
+                globs: globs("services", &rule.paths)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let needs_project = settings.services.is_none() && !changed_paths.is_empty();
+    let project = if needs_project {
+        compose::read(
+            &restart::prefix(settings),
+            &checkout.workdir,
+            COMPOSE_CONFIG_TIMEOUT,
+        )
+        .map_err(|e| format!("{e:#}"))
+    } else {
+        Err("not read".to_string())
+    };
+    Ok(select::select(&Inputs {
+        changed: changed_paths,
+        explicit: settings.services.as_deref(),
+        rules: &rules,
+        ignore: &ignore,
+        dependency_files: &dependency_files,
+        project: project.as_ref().map_err(String::as_str),
+    }))
+}
+
+/// With `rebuild_policy: stop`, a plan that needs an image rebuild is refused (exit 8) before
+/// anything is touched, until the operator allows it once with `--allow-rebuild`.
+fn refuse_unallowed_rebuild(settings: &Settings, plan: &Plan) -> anyhow::Result<()> {
+    if settings.rebuild_policy != RebuildPolicy::Stop || settings.allow_rebuild {
+        return Ok(());
+    }
+    let rebuilds: Vec<&ServiceAction> = plan
+        .services
+        .actions()
+        .iter()
+        .filter(|a| a.action == Action::Rebuild)
+        .collect();
+    if rebuilds.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<String> = rebuilds
+        .iter()
+        .map(|a| {
+            format!(
+                "`{}` ({})",
+                a.name,
+                a.paths
+                    .iter()
+                    .take(3)
+                    .map(|p| p.to_str_lossy())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    fail(
+        ExitCode::RebuildRequired,
+        format!(
+            "rebuild required: image files changed for {}; nothing was touched; run `pullstart --allow-rebuild` to update and rebuild (`{} up -d --build --no-deps {}`)",
+            what.join(", "),
+            restart::prefix(settings).join(" "),
+            rebuilds.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(" ")
+        ),
+    )
 }
 
 fn refuse_unsafe_paths(plan: &Plan) -> anyhow::Result<()> {
@@ -216,7 +342,10 @@ fn deployed_or_head(settings: &Settings, checkout: &Checkout) -> anyhow::Result<
     Ok(checkout.head)
 }
 
-fn read_ref(repo: &gix::Repository, name: &gix::bstr::BStr) -> anyhow::Result<Option<ObjectId>> {
+pub(crate) fn read_ref(
+    repo: &gix::Repository,
+    name: &gix::bstr::BStr,
+) -> anyhow::Result<Option<ObjectId>> {
     let name = name.to_str_lossy();
     match repo
         .try_find_reference(name.as_ref())
@@ -263,70 +392,6 @@ fn step(settings: &Settings, what: std::fmt::Arguments<'_>) {
     }
 }
 
-/// `status`: what the checkout looks like, without fetching.
-fn status(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> anyhow::Result<()> {
-    let repo = &checkout.repo;
-    let tracking = fetch::tracking_ref_name(repo, &checkout.remote, &checkout.remote_branch)?;
-    let tip = read_ref(repo, tracking.as_bstr())?;
-    let deployed = record::deployed(repo)?;
-    outcome.deployed = deployed;
-    outcome.deployed_before = deployed;
-    let mut lines = vec![
-        format!(
-            "branch:   {} (following {})",
-            checkout.branch_name(),
-            tracking.as_bstr()
-        ),
-        format!("HEAD:     {}", hex_or(checkout.head, "unborn")),
-        format!(
-            "remote:   {} (as of the last fetch)",
-            hex_or(tip, "not fetched yet")
-        ),
-        format!(
-            "deployed: {}",
-            hex_or(deployed, "not recorded yet (a run records HEAD)")
-        ),
-    ];
-    if let Some(tip) = tip {
-        let relation = plan::relation(repo, checkout.head, tip, None)?;
-        let remote_ref = format!("{}/{}", checkout.remote, checkout.remote_branch);
-        if let Some(refusal) = plan::refusal(relation, &checkout.branch_name(), &remote_ref) {
-            lines.push(format!("pending:  {}", refusal.message));
-        } else {
-            let plan = make_plan(settings, checkout, tip, deployed.or(checkout.head))?;
-            let index = repo.index_or_empty().context("failed to read the index")?;
-            let blocked = guard::blocked_paths(repo, &index, &plan.changes)?;
-            outcome.local_changes = blocked
-                .iter()
-                .map(|b| b.path.to_str_lossy().into_owned())
-                .collect();
-            outcome.to = Some(tip);
-            outcome.changes = plan.changes.clone();
-            outcome.changed_paths = plan.changed_paths.clone();
-            outcome.services = plan.services.clone();
-            if plan.is_up_to_date() {
-                lines.push("pending:  nothing, up to date".into());
-            } else {
-                outcome.success = Success::WouldUpdate;
-                lines.push(format!(
-                    "pending:  {} files; would restart: {}",
-                    plan.changes.len(),
-                    match &plan.services {
-                        plan::Services::Nothing => "nothing".to_string(),
-                        plan::Services::All => "all services".to_string(),
-                        plan::Services::Named(n) => n.join(" "),
-                    }
-                ));
-                if !blocked.is_empty() {
-                    lines.push(format!("blocked:  {}", guard::refusal(&blocked).message));
-                }
-            }
-        }
-    }
-    outcome.status_lines = lines;
-    Ok(())
-}
-
-fn hex_or(id: Option<ObjectId>, missing: &str) -> String {
+pub(crate) fn hex_or(id: Option<ObjectId>, missing: &str) -> String {
     id.map_or_else(|| missing.to_string(), |id| id.to_string())
 }

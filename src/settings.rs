@@ -1221,7 +1221,7 @@ fn check_service_name(name: String) -> Result<String, String> {
 /// Compiles the user's path patterns the one way pullstart matches them, against paths relative
 /// to the checkout root with `/` separators:
 ///
-/// - a pattern without `/` matches a file name at any depth, like in `.gitignore` (`*.md`,
+/// - a pattern without `/` matches a file or directory name (and all below it) at any depth, like in `.gitignore` (`*.md`,
 ///   `Dockerfile` matches `worker/Dockerfile`);
 /// - a pattern with `/` is anchored at the checkout root (`assistant/**`, `docs/*.md`); a leading
 ///   `/` or `./` only anchors (`/Dockerfile` is the root's Dockerfile);
@@ -2478,7 +2478,11 @@ mod tests {
                 &["README.md", "docs/a.md", "a/b/c.md", "a.md/x"],
                 &["README.mdx", "md"],
             ),
-            ("docs", &["docs", "docs/x", "a/docs/b/c"], &["docsx/a", "a/xdocs"]),
+            (
+                "docs",
+                &["docs", "docs/x", "a/docs/b/c"],
+                &["docsx/a", "a/xdocs"],
+            ),
             (
                 "Dockerfile",
                 &["Dockerfile", "worker/Dockerfile"],

@@ -1,0 +1,20 @@
+//! Integration tests for pullstart: one test binary made of modules (see docs/style.md), laid
+//! out as cargo's own testsuite is (`tests/<name>/main.rs` is discovered as one test target,
+//! so no `[[test]]` entry is needed): `cargo test --test integration`.
+//!
+//! Every test builds real repositories with the git CLI in a temporary directory (a bare
+//! remote, the checkout pullstart manages, and a "dev" clone that commits and pushes), runs
+//! the compiled binary with a hermetic environment, and checks the result with git's own eyes.
+
+mod support;
+
+mod check;
+mod config;
+mod exit_codes;
+mod fast_forward;
+mod hostile;
+mod lock;
+mod output;
+mod refusals;
+mod restart;
+mod transport;

@@ -1,0 +1,302 @@
+//! Exit 4 (local changes would be overwritten) and exit 5 (not a fast-forward): the run touches
+//! nothing (HEAD, index, branch ref and reflog, every worktree entry with its inode and mtime)
+//! and restarts nothing.
+
+use crate::support::*;
+
+/// The state a refusing run must leave exactly as it was.
+pub struct Untouched {
+    state: RepoState,
+    snap: Snapshot,
+}
+
+impl Untouched {
+    pub fn capture(t: &Fixture) -> Untouched {
+        Untouched {
+            state: RepoState::capture(t, false),
+            snap: Snapshot::of(&t.checkout),
+        }
+    }
+
+    #[track_caller]
+    pub fn assert(&self, t: &Fixture) {
+        assert_eq!(
+            RepoState::capture(t, false),
+            self.state,
+            "a refusing run changed HEAD, the index or refs"
+        );
+        self.snap
+            .assert_same(&Snapshot::of(&t.checkout), "a refusing run");
+        assert!(
+            t.restart_calls().is_empty(),
+            "a refusing run restarted: {:?}",
+            t.restart_calls()
+        );
+    }
+}
+
+/// Runs, expects `code` and one error line containing every one of `paths`; returns the line.
+#[track_caller]
+fn refused(t: &Fixture, code: i32, paths: &[&str]) -> String {
+    let before = Untouched::capture(t);
+    let out = t.run(&["run"]);
+    out.code(code).stdout_empty();
+    let line = out.error_line();
+    for p in paths {
+        assert!(line.contains(p), "the error line should name {p}: {line}");
+    }
+    before.assert(t);
+    line
+}
+
+// ----- exit 4 -----
+
+#[test]
+fn refuses_modified_tracked_file_the_update_changes() {
+    let t = Fixture::new();
+    t.co_write("app/settings.py", "DEBUG = True  # local hotfix\n");
+    t.push_files(&[("app/settings.py", "DEBUG = False\nNEW = 1\n")]);
+    refused(&t, 4, &["app/settings.py"]);
+    assert_eq!(
+        t.co_read("app/settings.py"),
+        "DEBUG = True  # local hotfix\n"
+    );
+}
+
+#[test]
+fn refuses_modified_tracked_file_the_update_deletes() {
+    let t = Fixture::new();
+    t.co_write("docs/guide.md", "my local notes\n");
+    t.dev_remove("docs/guide.md");
+    t.dev_commit("drop guide");
+    t.push();
+    refused(&t, 4, &["docs/guide.md"]);
+}
+
+#[test]
+fn refuses_staged_change_on_a_path_the_update_changes() {
+    let t = Fixture::new();
+    // Staged only: the worktree is back to HEAD's content, the index differs.
+    t.co_write("app/main.py", "print('staged')\n");
+    t.git(&t.checkout, &["add", "app/main.py"]);
+    t.co_write("app/main.py", "print('hello')\n");
+    t.push_files(&[("app/main.py", "print('v2')\n")]);
+    refused(&t, 4, &["app/main.py"]);
+}
+
+#[test]
+fn refuses_staged_new_file_at_a_path_the_update_adds() {
+    let t = Fixture::new();
+    t.co_write("app/extra.py", "local\n");
+    t.git(&t.checkout, &["add", "app/extra.py"]);
+    t.push_files(&[("app/extra.py", "upstream\n")]);
+    refused(&t, 4, &["app/extra.py"]);
+}
+
+#[test]
+fn refuses_untracked_file_where_update_adds_one() {
+    let t = Fixture::new();
+    t.co_write("app/new.py", "my untracked work\n");
+    t.push_files(&[("app/new.py", "upstream\n")]);
+    refused(&t, 4, &["app/new.py"]);
+    assert_eq!(t.co_read("app/new.py"), "my untracked work\n");
+}
+
+#[test]
+fn refuses_untracked_file_where_update_needs_a_directory() {
+    let t = Fixture::new();
+    t.co_write("conf", "untracked file named like the new directory\n");
+    t.push_files(&[("conf/app.yml", "a: 1\n")]);
+    refused(&t, 4, &["conf"]);
+}
+
+#[test]
+fn refuses_untracked_content_in_a_directory_that_becomes_a_file() {
+    let t = Fixture::with_files(&[("README.md", "r\n"), ("data/seed.txt", "seed\n")]);
+    t.co_write("data/local.txt", "local untracked\n");
+    t.dev_remove("data");
+    t.dev_write("data", "now a file\n");
+    t.dev_commit("data becomes a file");
+    t.push();
+    refused(&t, 4, &["data"]);
+    assert_eq!(t.co_read("data/local.txt"), "local untracked\n");
+}
+
+#[test]
+fn refuses_ignored_file_at_a_path_the_update_adds() {
+    let t = Fixture::with_files(&[("README.md", "r\n"), (".gitignore", ".env\n")]);
+    t.co_write(".env", "SECRET_KEY=local\n");
+    t.dev_write(".env", "SECRET_KEY=upstream\n");
+    t.git(&t.dev, &["add", "-f", ".env"]);
+    t.dev_commit("track .env");
+    t.push();
+    refused(&t, 4, &[".env"]);
+    assert_eq!(t.co_read(".env"), "SECRET_KEY=local\n");
+}
+
+#[test]
+fn refuses_local_type_change_of_a_file_the_update_changes() {
+    let t = Fixture::new();
+    make_symlink(&t.checkout, "app/settings.py", "main.py");
+    t.push_files(&[("app/settings.py", "DEBUG = 2\n")]);
+    refused(&t, 4, &["app/settings.py"]);
+}
+
+#[test]
+fn refusal_lists_every_blocking_path() {
+    let t = Fixture::new();
+    t.co_write("app/main.py", "local edit\n");
+    t.co_write("app/new.py", "untracked\n");
+    t.dev_write("app/main.py", "upstream edit\n");
+    t.dev_write("app/new.py", "upstream new\n");
+    t.dev_commit("two");
+    t.push();
+    refused(&t, 4, &["app/main.py", "app/new.py"]);
+}
+
+#[test]
+fn refusal_does_not_name_paths_that_do_not_block() {
+    let t = Fixture::new();
+    t.co_write("app/main.py", "local edit\n");
+    t.co_write("docs/guide.md", "local edit on an untouched path\n");
+    t.push_files(&[("app/main.py", "upstream edit\n")]);
+    let line = refused(&t, 4, &["app/main.py"]);
+    assert!(
+        !line.contains("docs/guide.md"),
+        "an untouched path does not block: {line}"
+    );
+}
+
+#[test]
+fn update_goes_through_once_the_blocking_change_is_gone() {
+    let t = Fixture::new();
+    t.co_write("app/new.py", "untracked\n");
+    let tip = t.push_files(&[("app/new.py", "upstream\n")]);
+    t.run(&["run"]).code(4);
+    t.co_remove("app/new.py");
+    t.run(&["run"]).code(0);
+    assert_eq!(t.head(), tip);
+    assert_git_clean(&t, &Clean::strict());
+    assert_eq!(t.restart_calls(), vec![RESTART_DEFAULT.to_string()]);
+}
+
+#[test]
+fn refuses_untracked_file_in_the_way_on_an_unborn_branch() {
+    let t = Fixture::empty_remote();
+    t.co_write("app.py", "local\n");
+    t.dev_write("app.py", "first\n");
+    t.dev_commit("first");
+    t.push();
+    let before = Snapshot::of(&t.checkout);
+    let out = t.run(&["run"]);
+    out.code(4).stdout_empty();
+    assert!(out.error_line().contains("app.py"));
+    before.assert_same(&Snapshot::of(&t.checkout), "refusal on an unborn branch");
+    assert_eq!(
+        t.try_rev_parse(&t.checkout, "HEAD"),
+        None,
+        "the branch must stay unborn"
+    );
+    assert!(t.restart_calls().is_empty());
+}
+
+// ----- exit 5 -----
+
+#[test]
+fn refuses_when_the_checkout_has_local_commits() {
+    let t = Fixture::new();
+    t.co_write("app/main.py", "local commit\n");
+    t.git(&t.checkout, &["commit", "-q", "-am", "local"]);
+    let line = refused(&t, 5, &[]);
+    let l = line.to_lowercase();
+    assert!(
+        l.contains("ahead") || l.contains("local commit"),
+        "the message should say the checkout has local commits: {line}"
+    );
+}
+
+#[test]
+fn refuses_when_the_branches_diverged() {
+    let t = Fixture::new();
+    t.co_write("docs/local.md", "local commit\n");
+    t.git(&t.checkout, &["add", "."]);
+    t.git(&t.checkout, &["commit", "-q", "-m", "local"]);
+    t.push_files(&[("app/main.py", "upstream\n")]);
+    let line = refused(&t, 5, &[]);
+    assert!(
+        line.to_lowercase().contains("diverged"),
+        "the message should say diverged: {line}"
+    );
+}
+
+/// Brings the checkout to a second commit B through pullstart, so that origin/main == HEAD == B.
+fn fixture_at_second_commit() -> (Fixture, String, String) {
+    let t = Fixture::new();
+    let a = t.head();
+    let b = t.push_files(&[("app/main.py", "print('B')\n")]);
+    t.run(&["run"]).code(0);
+    assert_eq!(t.head(), b);
+    t.clear_compose_log();
+    (t, a, b)
+}
+
+#[test]
+fn refuses_when_the_remote_was_force_pushed() {
+    let (t, a, _b) = fixture_at_second_commit();
+    t.git(&t.dev, &["reset", "-q", "--hard", &a]);
+    t.dev_write("app/main.py", "print('rewritten')\n");
+    t.dev_commit("B'");
+    t.force_push();
+    let line = refused(&t, 5, &[]);
+    assert!(
+        line.to_lowercase().contains("force"),
+        "the message should say the remote was force-pushed: {line}"
+    );
+}
+
+#[test]
+fn refuses_when_the_remote_was_rolled_back() {
+    let (t, a, _b) = fixture_at_second_commit();
+    t.git(&t.dev, &["reset", "-q", "--hard", &a]);
+    t.force_push();
+    let line = refused(&t, 5, &[]);
+    let l = line.to_lowercase();
+    assert!(
+        l.contains("rolled back") || l.contains("force"),
+        "the message should say the remote was rolled back (or force-pushed): {line}"
+    );
+}
+
+#[test]
+fn not_fast_forward_messages_tell_the_cases_apart() {
+    // Local commits and diverged histories must not read the same.
+    let ahead = {
+        let t = Fixture::new();
+        t.co_write("app/main.py", "local\n");
+        t.git(&t.checkout, &["commit", "-q", "-am", "local"]);
+        let out = t.run(&["run"]);
+        out.code(5);
+        out.error_line()
+    };
+    let diverged = {
+        let t = Fixture::new();
+        t.co_write("app/main.py", "local\n");
+        t.git(&t.checkout, &["commit", "-q", "-am", "local"]);
+        t.push_files(&[("docs/guide.md", "upstream\n")]);
+        let out = t.run(&["run"]);
+        out.code(5);
+        out.error_line()
+    };
+    // Commit ids differ between fixtures only through content; compare the words.
+    let words = |s: &str| {
+        s.split(|c: char| !c.is_alphabetic())
+            .filter(|w| w.len() > 3)
+            .map(str::to_lowercase)
+            .collect::<Vec<_>>()
+    };
+    assert_ne!(
+        words(&ahead),
+        words(&diverged),
+        "same message for local commits and divergence:\n{ahead}\n{diverged}"
+    );
+}
