@@ -519,6 +519,7 @@ mod tests {
 
     use std::net::TcpListener;
     use std::path::{Path, PathBuf};
+    use std::os::unix::process::CommandExt;
     use std::process::{Child, Command, Stdio};
 
     use super::*;
@@ -653,6 +654,9 @@ mod tests {
                 .arg("--listen=127.0.0.1")
                 .arg(format!("--port={port}"))
                 .arg("--reuseaddr")
+                // Its own process group: `git daemon` runs `git-daemon` as a child, which
+                // killing `git` alone would leave behind.
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -672,7 +676,8 @@ mod tests {
 
     impl Drop for Daemon {
         fn drop(&mut self) {
-            let _ = self.child.kill();
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = self.child.wait();
         }
     }

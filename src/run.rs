@@ -57,8 +57,11 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
     step(
         settings,
         format_args!(
-            "fetched `{}` from {}: {:?}",
-            checkout.remote_branch, fetched.url, fetched.tip
+            "fetched `{}` from {} into `{}`: {}",
+            checkout.remote_branch,
+            fetched.url,
+            fetched.tracking_ref.as_bstr(),
+            fetched.tip.map_or_else(|| "no such branch".to_string(), |id| id.to_string())
         ),
     );
     let Some(tip) = fetched.tip else {
