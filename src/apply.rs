@@ -23,16 +23,19 @@ use gix::refs::Target;
 use crate::checkout::Checkout;
 use crate::plan::{Change, Plan};
 
-/// The reflog message of the branch move, as the contract promises.
-pub const REFLOG_MESSAGE: &str = "pullstart: fast-forward";
+/// The reflog message of a branch move, as the contract promises.
+pub const FAST_FORWARD: &str = "pullstart: fast-forward";
+/// The reflog message when `--rollback` moves the branch back to the deployed commit.
+pub const ROLLBACK: &str = "pullstart: rollback";
 
 /// Carry out `plan` on the worktree, then the index (under the lock the caller holds), then the
-/// branch ref. `index` is the index as the guard checked it.
+/// branch ref, whose reflog gets `message`. `index` is the index as the guard checked it.
 pub fn apply(
     checkout: &Checkout,
     plan: &Plan,
     mut index: gix::index::File,
     index_lock: gix::lock::File,
+    message: &str,
 ) -> anyhow::Result<()> {
     let repo = &checkout.repo;
     let workdir = checkout.workdir.as_path();
@@ -47,7 +50,7 @@ pub fn apply(
         set_stat(&mut index, change.path.as_bstr(), stat);
     }
     write_index(index, index_lock)?;
-    move_branch(checkout, plan)
+    move_branch(checkout, plan, message)
 }
 
 /// Turn the old index into the new tree's index by editing only the changed paths, so that
@@ -371,7 +374,7 @@ fn write_index(index: gix::index::File, mut lock: gix::lock::File) -> anyhow::Re
 }
 
 /// Move the checked-out branch (and HEAD's reflog) to the tip, expecting it where it was.
-fn move_branch(checkout: &Checkout, plan: &Plan) -> anyhow::Result<()> {
+fn move_branch(checkout: &Checkout, plan: &Plan, message: &str) -> anyhow::Result<()> {
     let expected = match plan.head {
         Some(head) => PreviousValue::MustExistAndMatch(Target::Object(head)),
         None => PreviousValue::MustNotExist,
@@ -381,7 +384,7 @@ fn move_branch(checkout: &Checkout, plan: &Plan) -> anyhow::Result<()> {
             log: LogChange {
                 mode: RefLog::AndReference,
                 force_create_reflog: false,
-                message: REFLOG_MESSAGE.into(),
+                message: message.into(),
             },
             expected,
             new: Target::Object(plan.tip),

@@ -518,8 +518,8 @@ mod tests {
     //! opened isolated from the environment.
 
     use std::net::TcpListener;
-    use std::path::{Path, PathBuf};
     use std::os::unix::process::CommandExt;
+    use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
 
     use super::*;

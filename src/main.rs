@@ -11,6 +11,7 @@ mod exit;
 mod fetch;
 mod guard;
 mod health;
+mod hooks;
 mod lock;
 mod plan;
 mod record;

@@ -9,7 +9,8 @@ use gix::bstr::{BString, ByteSlice};
 use gix::ObjectId;
 
 use crate::checkout::{self, Checkout};
-use crate::exit::{fail, ExitCode, Failure};
+use crate::exit::{self, fail, ExitCode, Failure};
+use crate::hooks::{self, Facts, Hook};
 use crate::plan::{self, Plan};
 use crate::report::{Outcome, Success};
 use crate::select::{self, Action, Inputs, Rule, ServiceAction, Services};
@@ -32,6 +33,7 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
     if settings.command == Command::Status {
         return crate::status::show(settings, &checkout, outcome);
     }
+    hooks::refuse_hooks_inside_checkout(settings, &checkout.workdir)?;
 
     let _lock = lock::acquire(checkout.git_dir())?;
     step(
@@ -41,7 +43,16 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
             checkout.git_dir().join("pullstart.lock").display()
         ),
     );
-    let deployed = deployed_or_head(settings, &checkout)?;
+    let result = pipeline(settings, &checkout, outcome);
+    if let (Err(err), Command::Run) = (&result, settings.command) {
+        on_failure_hook(settings, &checkout, outcome, err);
+    }
+    result
+}
+
+/// fetch -> plan -> (check: guard) | (run: guard, apply, act, record).
+fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> anyhow::Result<()> {
+    let deployed = deployed_or_head(settings, checkout)?;
     outcome.deployed = deployed;
     outcome.deployed_before = deployed;
 
@@ -61,7 +72,9 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
             checkout.remote_branch,
             fetched.url,
             fetched.tracking_ref.as_bstr(),
-            fetched.tip.map_or_else(|| "no such branch".to_string(), |id| id.to_string())
+            fetched
+                .tip
+                .map_or_else(|| "no such branch".to_string(), |id| id.to_string())
         ),
     );
     let Some(tip) = fetched.tip else {
@@ -79,11 +92,12 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
     };
 
     let remote_ref = format!("{}/{}", checkout.remote, checkout.remote_branch);
+    refuse_rejected_tip(checkout, tip, &remote_ref)?;
     let relation = plan::relation(&checkout.repo, checkout.head, tip, previous_tip)?;
     if let Some(refusal) = plan::refusal(relation, &checkout.branch_name(), &remote_ref) {
         return Err(refusal.into());
     }
-    let plan = make_plan(settings, &checkout, tip, deployed)?;
+    let plan = make_plan(settings, checkout, tip, deployed)?;
     outcome.changes = plan.changes.clone();
     outcome.changed_paths = plan.changed_paths.clone();
     outcome.services = plan.services.clone();
@@ -95,39 +109,26 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
 
     match settings.command {
         Command::Check => {
-            let index = checkout
-                .repo
-                .index_or_empty()
-                .context("failed to read the index")?;
+            let index = read_index(&checkout.repo)?;
             guard::check(&checkout.repo, &index, &plan.changes)?;
             outcome.to = Some(tip);
             outcome.success = Success::WouldUpdate;
             Ok(())
         }
-        Command::Run => update_and_restart(settings, &checkout, &plan, outcome),
-        Command::Status => unreachable!("handled above"),
+        Command::Run => update_and_act(settings, checkout, &plan, outcome),
+        Command::Status => unreachable!("handled by execute"),
     }
 }
 
-/// The run's side: guard, apply, restart, record.
-fn update_and_restart(
+/// The run's side: guard and apply (when HEAD moves), then act and record.
+fn update_and_act(
     settings: &Settings,
     checkout: &Checkout,
     plan: &Plan,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
-    let repo = &checkout.repo;
     if plan.moves_head() {
-        // Taken before the guard, so that no git command changes the index between the check
-        // and the write (git's own `index.lock`; a crashed git leaves it behind).
-        let index_lock = lock_index(repo)?;
-        let index = repo
-            .open_index()
-            .or_else(|_| empty_index(repo))
-            .context("failed to read the index")?;
-        guard::check(repo, &index, &plan.changes)?;
-        interrupted_check()?;
-        apply::apply(checkout, plan, index, index_lock)?;
+        fast_forward(checkout, plan, apply::FAST_FORWARD)?;
         step(
             settings,
             format_args!(
@@ -142,44 +143,201 @@ fn update_and_restart(
     outcome.to = Some(plan.tip);
     outcome.success = Success::Updated;
 
-    act(settings, checkout, plan)?;
-    record::set_deployed(repo, plan.deployed, plan.tip, "pullstart: deployed")?;
+    if !plan.services.is_nothing() {
+        hooks::run(
+            settings,
+            &checkout.workdir,
+            Hook::Before,
+            &facts(outcome, "updating", None),
+        )?;
+    }
+    run_commands(settings, checkout, &plan.services)?;
+    if let Err(unhealthy) = wait_healthy(settings, checkout, &plan.services) {
+        if settings.rollback && plan.moves_head() && plan.deployed.is_some() {
+            return roll_back(settings, checkout, plan, outcome, unhealthy);
+        }
+        return Err(unhealthy);
+    }
+    record::set_deployed(
+        &checkout.repo,
+        plan.deployed,
+        plan.tip,
+        "pullstart: deployed",
+    )?;
     outcome.deployed = Some(plan.tip);
+    if let Err(err) = hooks::run(
+        settings,
+        &checkout.workdir,
+        Hook::AfterSuccess,
+        &facts(outcome, "updated", None),
+    ) {
+        // The update and the restart stand; the operator's own follow-up failed.
+        eprintln!(
+            "pullstart: warning: {}",
+            crate::redact::redact(&format!("{err:#}"))
+        );
+    }
     Ok(())
 }
 
-/// Run the compose commands for the plan's services, then wait until they are healthy.
-fn act(settings: &Settings, checkout: &Checkout, plan: &Plan) -> anyhow::Result<()> {
-    let commands = restart::commands(settings, &plan.services);
-    if commands.is_empty() {
+/// Guard, then apply `plan` to the worktree, index and branch, under git's `index.lock`.
+fn fast_forward(checkout: &Checkout, plan: &Plan, message: &str) -> anyhow::Result<()> {
+    let repo = &checkout.repo;
+    // Taken before the guard, so that no git command changes the index between the check and
+    // the write (git's own `index.lock`; a crashed git leaves it behind).
+    let index_lock = lock_index(repo)?;
+    let index = read_index(repo)?;
+    guard::check(repo, &index, &plan.changes)?;
+    interrupted_check()?;
+    apply::apply(checkout, plan, index, index_lock, message)
+}
+
+/// `--rollback`: the new code failed its health check, so move the checkout back to the
+/// deployed commit with the same safe engine, act again, and remember the bad tip so that later
+/// runs skip it until the remote moves on.
+fn roll_back(
+    settings: &Settings,
+    checkout: &Checkout,
+    forward: &Plan,
+    outcome: &mut Outcome,
+    unhealthy: anyhow::Error,
+) -> anyhow::Result<()> {
+    let back_to = forward.deployed.expect("checked by the caller");
+    let repo = &checkout.repo;
+    let changes = plan::changes(
+        repo,
+        checkout::tree_of(repo, Some(forward.tip))?,
+        checkout::tree_of(repo, Some(back_to))?,
+    )?;
+    let back = Plan {
+        head: Some(forward.tip),
+        tip: back_to,
+        deployed: forward.deployed,
+        changed_paths: plan::paths(&changes),
+        changes,
+        services: forward.services.clone(),
+    };
+    let cause = exit::failure_of(&unhealthy)
+        .map_or_else(|| format!("{unhealthy:#}"), |f| f.message.clone());
+    let rolled_back = fast_forward(checkout, &back, apply::ROLLBACK)
+        .and_then(|()| run_commands(settings, checkout, &back.services))
+        .and_then(|()| wait_healthy(settings, checkout, &back.services));
+    if let Err(err) = rolled_back {
+        return Err(err.context(Failure::new(
+            ExitCode::RestartFailed,
+            format!(
+                "{cause}; the rollback to {} failed too; fix it by hand (see `pullstart status`)",
+                short(back_to)
+            ),
+        )));
+    }
+    record::set_rejected(repo, forward.tip)?;
+    outcome.to = Some(back_to);
+    Err(unhealthy.context(Failure::new(
+        ExitCode::RestartFailed,
+        format!(
+            "{}; rolled back to {}; {} is skipped until the remote moves on",
+            cause.trim_end_matches("; the next run retries"),
+            short(back_to),
+            short(forward.tip)
+        ),
+    )))
+}
+
+/// A tip that `--rollback` rejected is not tried again (exit 6, saying so) until the remote
+/// branch moves on or the operator removes `refs/pullstart/rejected`.
+fn refuse_rejected_tip(checkout: &Checkout, tip: ObjectId, remote_ref: &str) -> anyhow::Result<()> {
+    if record::rejected(&checkout.repo)? != Some(tip) || checkout.head == Some(tip) {
         return Ok(());
     }
-    for words in &commands {
+    fail(
+        ExitCode::RestartFailed,
+        format!(
+            "skipped: `{remote_ref}` is still at {}, which failed its health check and was rolled back; push a fix, or `git update-ref -d {}` to try it again",
+            short(tip),
+            record::REJECTED_REF
+        ),
+    )
+}
+
+/// Run the compose commands for the services (rebuild, recreate, restart).
+fn run_commands(
+    settings: &Settings,
+    checkout: &Checkout,
+    services: &Services,
+) -> anyhow::Result<()> {
+    for words in restart::commands(settings, services) {
         step(
             settings,
-            format_args!("running `{}`", shell_words::join(words)),
+            format_args!("running `{}`", shell_words::join(&words)),
         );
-        restart::run(words, &checkout.workdir, settings.restart_timeout)?;
-    }
-    if !settings.health_timeout.is_zero() {
-        let names = plan.services.names();
-        step(
-            settings,
-            format_args!(
-                "waiting up to {:?} for {} to be healthy",
-                settings.health_timeout,
-                services_or_all(&names)
-            ),
-        );
-        health::wait(
-            &restart::prefix(settings),
-            &checkout.workdir,
-            &names,
-            settings.health_timeout,
-            settings.health_settle,
-        )?;
+        restart::run(&words, &checkout.workdir, settings.restart_timeout)?;
     }
     Ok(())
+}
+
+/// Wait until the acted-on services run (and are healthy), unless `--health-timeout 0`.
+fn wait_healthy(
+    settings: &Settings,
+    checkout: &Checkout,
+    services: &Services,
+) -> anyhow::Result<()> {
+    if settings.health_timeout.is_zero() || services.is_nothing() {
+        return Ok(());
+    }
+    let names = services.names();
+    step(
+        settings,
+        format_args!(
+            "waiting up to {:?} for {} to be healthy",
+            settings.health_timeout,
+            services_or_all(&names)
+        ),
+    );
+    health::wait(
+        &restart::prefix(settings),
+        &checkout.workdir,
+        &names,
+        settings.health_timeout,
+        settings.health_settle,
+    )
+}
+
+fn on_failure_hook(
+    settings: &Settings,
+    checkout: &Checkout,
+    outcome: &Outcome,
+    err: &anyhow::Error,
+) {
+    let code = exit::code_of(err);
+    let message = exit::failure_of(err).map_or_else(|| format!("{err:#}"), |f| f.message.clone());
+    let facts = Facts {
+        exit_code: code.code(),
+        ..facts(outcome, code.failure_result(), Some(message))
+    };
+    if let Err(hook_err) = hooks::run(settings, &checkout.workdir, Hook::OnFailure, &facts) {
+        eprintln!(
+            "pullstart: warning: {}",
+            crate::redact::redact(&format!("{hook_err:#}"))
+        );
+    }
+}
+
+fn facts(outcome: &Outcome, result: &str, error: Option<String>) -> Facts {
+    Facts {
+        result: result.into(),
+        exit_code: 0,
+        branch: outcome.branch.clone().unwrap_or_default(),
+        from: outcome.from,
+        to: outcome.to,
+        deployed: outcome.deployed,
+        services: outcome.services.names(),
+        error: error.map(|e| crate::redact::redact(&e).into_owned()),
+    }
+}
+
+fn short(id: ObjectId) -> String {
+    id.to_hex_with_len(7).to_string()
 }
 
 fn services_or_all(names: &[String]) -> String {
@@ -372,11 +530,22 @@ fn lock_index(repo: &gix::Repository) -> anyhow::Result<gix::lock::File> {
     })
 }
 
-fn empty_index(repo: &gix::Repository) -> anyhow::Result<gix::index::File> {
-    Ok(gix::index::File::from_state(
-        gix::index::State::new(repo.object_hash()),
-        repo.index_path(),
-    ))
+/// The index as a file we can write back. Only a missing index (an unborn branch) is empty: an
+/// unreadable one is an error, since the guard must never judge against a made-up index.
+fn read_index(repo: &gix::Repository) -> anyhow::Result<gix::index::File> {
+    let path = repo.index_path();
+    if !path.exists() {
+        return Ok(gix::index::File::from_state(
+            gix::index::State::new(repo.object_hash()),
+            path,
+        ));
+    }
+    repo.open_index().with_context(|| {
+        format!(
+            "failed to read the index `{}`; `git status` shows whether git can",
+            path.display()
+        )
+    })
 }
 
 fn interrupted_check() -> anyhow::Result<()> {
