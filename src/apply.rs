@@ -65,11 +65,15 @@ fn edit_index(index: &mut gix::index::State, changes: &[Change]) {
         .map(|c| c.path.as_bstr())
         .collect();
     index.remove_entries(|_, path, _| removed.contains(path));
+    // Lookups search only the sorted entries that were there before this loop pushed any:
+    // a pushed entry would break the binary search, and an earlier version of this loop missed
+    // existing entries that way and left duplicates in the index.
+    let sorted = index.entries().len();
     let mut added = false;
     for change in changes {
         let Some(new) = change.new else { continue };
         let mode = index_mode(new.kind);
-        match index.entry_index_by_path_and_stage(change.path.as_bstr(), Stage::Unconflicted) {
+        match index.entry_index_by_path_and_stage_bounded(change.path.as_bstr(), Stage::Unconflicted, sorted) {
             Some(i) => {
                 let entry = &mut index.entries_mut()[i];
                 entry.id = new.id;
