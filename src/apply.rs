@@ -73,7 +73,11 @@ fn edit_index(index: &mut gix::index::State, changes: &[Change]) {
     for change in changes {
         let Some(new) = change.new else { continue };
         let mode = index_mode(new.kind);
-        match index.entry_index_by_path_and_stage_bounded(change.path.as_bstr(), Stage::Unconflicted, sorted) {
+        match index.entry_index_by_path_and_stage_bounded(
+            change.path.as_bstr(),
+            Stage::Unconflicted,
+            sorted,
+        ) {
             Some(i) => {
                 let entry = &mut index.entries_mut()[i];
                 entry.id = new.id;

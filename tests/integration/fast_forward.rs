@@ -538,22 +538,46 @@ fn matches_git_merge_ff_only_in_a_twin_clone() {
 }
 
 /// Added paths that sort before and between modified ones: the index edit must still find the
-/// existing entries (a regression once left the old and the new entry of a modified file).
+/// existing entries (a regression once left the old and the new entry of a modified file, for
+/// exactly the two-file shape below).
 #[test]
 fn additions_interleaved_with_modifications_leave_one_index_entry_per_path() {
-    let t = Fixture::new();
-    t.dev_write("0-first.txt", "added before everything\n");
-    t.dev_write("app/aa.py", "added before app/main.py\n");
-    t.dev_write("app/main.py", "print('v2')\n");
-    t.dev_write("app/mm.py", "added between\n");
-    t.dev_write("app/settings.py", "DEBUG = True\n");
-    t.dev_commit("interleaved");
-    t.push();
-    update(&t, &Clean::strict());
-    let staged = t.git(&t.checkout, &["ls-files", "-s"]);
-    let mut paths: Vec<&str> = staged.lines().map(|l| l.split('\t').nth(1).unwrap()).collect();
-    let count = paths.len();
-    paths.dedup();
-    assert_eq!(paths.len(), count, "duplicate index entries:\n{staged}");
-    assert_eq!(t.co_read("app/main.py"), "print('v2')\n");
+    let shapes: &[(&[(&str, &str)], &[(&str, &str)])] = &[
+        (
+            &[("message.txt", "v1\n"), ("app/main.sh", "m\n")],
+            &[("message.txt", "v2\n"), ("app/helper.sh", "h\n")],
+        ),
+        (
+            &[
+                ("b.txt", "1\n"),
+                ("d.txt", "1\n"),
+                ("f.txt", "1\n"),
+                ("h.txt", "1\n"),
+            ],
+            &[
+                ("a.txt", "new\n"),
+                ("c.txt", "new\n"),
+                ("d.txt", "2\n"),
+                ("e.txt", "new\n"),
+                ("h.txt", "2\n"),
+            ],
+        ),
+    ];
+    for (initial, update_files) in shapes {
+        let t = Fixture::with_files(initial);
+        for (path, content) in *update_files {
+            t.dev_write(path, content);
+        }
+        t.dev_commit("interleaved");
+        t.push();
+        update(&t, &Clean::strict());
+        let staged = t.git(&t.checkout, &["ls-files", "-s"]);
+        let mut paths: Vec<&str> = staged
+            .lines()
+            .map(|l| l.split('\t').nth(1).unwrap())
+            .collect();
+        let count = paths.len();
+        paths.dedup();
+        assert_eq!(paths.len(), count, "duplicate index entries:\n{staged}");
+    }
 }
