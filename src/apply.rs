@@ -21,6 +21,8 @@ use gix::refs::transaction::{Change as RefChange, LogChange, PreviousValue, RefE
 use gix::refs::Target;
 
 use crate::checkout::Checkout;
+use crate::failpoint;
+use crate::journal::{self, Journal};
 use crate::plan::{Change, Plan};
 
 /// The reflog message of a branch move, as the contract promises.
@@ -40,17 +42,27 @@ pub fn apply(
     let repo = &checkout.repo;
     let workdir = checkout.workdir.as_path();
     edit_index(&mut index, &plan.changes);
+    // From here until the journal is removed, a killed run leaves a journal that the next run
+    // uses to finish this update (see `recover`).
+    let journal = Journal { old: plan.head, new: plan.tip, pid: std::process::id() };
+    journal::write(checkout.git_dir(), &journal)?;
+    failpoint::hit("after-journal");
 
     for change in plan.changes.iter().filter(|c| c.old.is_some()) {
         remove_old(workdir, change)?;
+        failpoint::hit("remove-file");
     }
     let mut filters = worktree_filters(repo, &index)?;
     for change in plan.changes.iter().filter(|c| c.new.is_some()) {
         let stat = write_new(repo, &mut filters, workdir, change)?;
         set_stat(&mut index, change.path.as_bstr(), stat);
+        failpoint::hit("write-file");
     }
     write_index(index, index_lock)?;
-    move_branch(checkout, plan, message)
+    failpoint::hit("after-index");
+    move_branch(checkout, plan, message)?;
+    failpoint::hit("after-branch");
+    journal::remove(checkout.git_dir())
 }
 
 /// Turn the old index into the new tree's index by editing only the changed paths, so that

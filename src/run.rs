@@ -16,7 +16,7 @@ use crate::report::{Outcome, Success};
 use crate::select::{self, Action, Inputs, Rule, ServiceAction, Services};
 use crate::settings::{compile_globs, RebuildPolicy};
 use crate::settings::{Command, Settings};
-use crate::{apply, compose, fetch, guard, health, lock, record, restart};
+use crate::{apply, compose, failpoint, fetch, guard, health, lock, record, recover, restart};
 
 /// How long `compose config` may take to describe the project.
 const COMPOSE_CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,7 +26,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Carry out `settings.command`, recording what happened in `outcome`.
 pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()> {
-    let checkout = checkout::open(settings)?;
+    let mut checkout = checkout::open(settings)?;
     outcome.branch = Some(checkout.branch_name());
     outcome.from = checkout.head;
     outcome.to = checkout.head;
@@ -43,6 +43,13 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
             checkout.git_dir().join("pullstart.lock").display()
         ),
     );
+    if settings.command == Command::Run {
+        if let Some(journal) = recover::recover(&mut checkout)? {
+            step(settings, format_args!("finished the interrupted update to {}", journal.new));
+            outcome.from = checkout.head;
+            outcome.to = checkout.head;
+        }
+    }
     let result = pipeline(settings, &checkout, outcome);
     if let (Err(err), Command::Run) = (&result, settings.command) {
         on_failure_hook(settings, &checkout, outcome, err);
@@ -77,6 +84,7 @@ fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
                 .map_or_else(|| "no such branch".to_string(), |id| id.to_string())
         ),
     );
+    failpoint::hit("after-fetch");
     let Some(tip) = fetched.tip else {
         if checkout.head.is_none() {
             // Cloned from an empty remote that still has no commits: nothing to follow yet.
@@ -151,7 +159,9 @@ fn update_and_act(
             &facts(outcome, "updating", None),
         )?;
     }
+    failpoint::hit("before-restart");
     run_commands(settings, checkout, &plan.services)?;
+    failpoint::hit("after-restart");
     if let Err(unhealthy) = wait_healthy(settings, checkout, &plan.services) {
         if settings.rollback && plan.moves_head() && plan.deployed.is_some() {
             return roll_back(settings, checkout, plan, outcome, unhealthy);
@@ -164,6 +174,7 @@ fn update_and_act(
         plan.tip,
         "pullstart: deployed",
     )?;
+    failpoint::hit("after-record");
     outcome.deployed = Some(plan.tip);
     if let Err(err) = hooks::run(
         settings,
@@ -517,14 +528,19 @@ pub(crate) fn read_ref(
     }
 }
 
-fn lock_index(repo: &gix::Repository) -> anyhow::Result<gix::lock::File> {
+pub(crate) fn lock_index(repo: &gix::Repository) -> anyhow::Result<gix::lock::File> {
     let path = repo.index_path();
     gix::lock::File::acquire_to_update_resource(&path, gix::lock::acquire::Fail::Immediately, None, 0).map_err(|err| {
+        let lock = format!("{}.lock", path.display());
+        let age = std::fs::metadata(&lock)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map_or_else(String::new, |age| format!(" (created {}s ago)", age.as_secs()));
         anyhow::Error::new(err).context(Failure::new(
             ExitCode::Locked,
             format!(
-                "skipped: `{}.lock` exists: another git command is using the checkout, or one crashed; if no git process is running, remove that file",
-                path.display()
+                "skipped: `{lock}` exists{age}: another git command is using the checkout, or one crashed; if no git process is running, remove that file"
             ),
         ))
     })
@@ -532,7 +548,7 @@ fn lock_index(repo: &gix::Repository) -> anyhow::Result<gix::lock::File> {
 
 /// The index as a file we can write back. Only a missing index (an unborn branch) is empty: an
 /// unreadable one is an error, since the guard must never judge against a made-up index.
-fn read_index(repo: &gix::Repository) -> anyhow::Result<gix::index::File> {
+pub(crate) fn read_index(repo: &gix::Repository) -> anyhow::Result<gix::index::File> {
     let path = repo.index_path();
     if !path.exists() {
         return Ok(gix::index::File::from_state(

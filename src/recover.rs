@@ -1,0 +1,124 @@
+//! Recover: finish an update that a killed run left half done, before anything else happens.
+//!
+//! The journal says which update was in progress. Files whose content is the old or the new
+//! version (or missing) are pullstart's own and are moved to the new version; a file that is
+//! neither is local work and is never overwritten (exit 4, naming it). Lock files the killed run
+//! left behind are removed; a lock that a live git may hold is not.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use gix::bstr::ByteSlice;
+use gix::ObjectId;
+
+use crate::checkout::{self, Checkout};
+use crate::exit::{fail, ExitCode, Failure};
+use crate::journal::{self, Journal};
+use crate::plan::{self, Plan};
+use crate::select::Services;
+use crate::{apply, guard, run};
+
+/// A ref lock older than this cannot belong to a live process: they are held for milliseconds.
+const REF_LOCK_AGE: Duration = Duration::from_secs(2);
+
+/// Finish the journaled update, if any; on return HEAD is where the journal said it would go
+/// (and `checkout.head` says so), or there was nothing to recover.
+pub fn recover(checkout: &mut Checkout) -> anyhow::Result<Option<Journal>> {
+    let git_dir = checkout.git_dir().to_path_buf();
+    let Some(journal) = journal::read(&git_dir)? else {
+        return Ok(None);
+    };
+    if journal::writer_alive(&journal) {
+        return fail(
+            ExitCode::Locked,
+            format!("skipped: pullstart process {} is still updating this checkout", journal.pid),
+        );
+    }
+    remove_stale_locks(checkout, &git_dir)?;
+    let branch_now = branch_tip(checkout)?;
+    if branch_now == Some(journal.new) || branch_now != journal.old {
+        // Done but for the journal, or the branch was moved by hand since: either way the
+        // journal no longer describes work to finish.
+        journal::remove(&git_dir)?;
+        checkout.head = branch_now;
+        return Ok(Some(journal));
+    }
+    finish(checkout, &journal)?;
+    checkout.head = Some(journal.new);
+    Ok(Some(journal))
+}
+
+fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
+    let repo = &checkout.repo;
+    let changes = plan::changes(repo, checkout::tree_of(repo, journal.old)?, checkout::tree_of(repo, Some(journal.new))?)?;
+    let index = run::read_index(repo)?;
+    let foreign = guard::foreign_content(repo, &index, &changes)?;
+    if !foreign.is_empty() {
+        let refusal = guard::refusal(&foreign);
+        return Err(Failure::new(
+            ExitCode::RefusedLocalChanges,
+            format!("{} (an interrupted update to {} is waiting for them)", refusal.message, short(journal.new)),
+        )
+        .into());
+    }
+    let plan = Plan {
+        head: journal.old,
+        tip: journal.new,
+        deployed: None,
+        changed_paths: plan::paths(&changes),
+        changes,
+        services: Services::nothing("recovery only writes files"),
+    };
+    let index_lock = run::lock_index(repo)?;
+    apply::apply(checkout, &plan, index, index_lock, apply::FAST_FORWARD)
+        .with_context(|| format!("failed to finish the interrupted update to {}", journal.new))
+}
+
+/// Remove lock files that the killed run left: `index.lock` (taken before the journal was
+/// written, so not newer than it) and the locks of the refs it moves (newer than the journal,
+/// and too old to be held by anyone now).
+fn remove_stale_locks(checkout: &Checkout, git_dir: &Path) -> anyhow::Result<()> {
+    let journal_time = modified(&journal::path(git_dir)).unwrap_or(SystemTime::UNIX_EPOCH);
+    let index_lock = lock_path(&checkout.repo.index_path());
+    if modified(&index_lock).is_some_and(|t| t <= journal_time) {
+        remove(&index_lock)?;
+    }
+    let common = checkout.repo.common_dir().to_path_buf();
+    let ref_locks = [
+        git_dir.join("HEAD.lock"),
+        lock_path(&common.join(checkout.branch.as_bstr().to_str_lossy().as_ref())),
+        lock_path(&common.join(crate::record::DEPLOYED_REF)),
+    ];
+    let now = SystemTime::now();
+    for lock in ref_locks {
+        let Some(time) = modified(&lock) else { continue };
+        let old_enough = now.duration_since(time).is_ok_and(|age| age >= REF_LOCK_AGE);
+        if time >= journal_time && old_enough {
+            remove(&lock)?;
+        }
+    }
+    Ok(())
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::symlink_metadata(path).ok()?.modified().ok()
+}
+
+fn remove(path: &Path) -> anyhow::Result<()> {
+    std::fs::remove_file(path).with_context(|| format!("failed to remove the stale lock `{}`", path.display()))
+}
+
+fn branch_tip(checkout: &Checkout) -> anyhow::Result<Option<ObjectId>> {
+    run::read_ref(&checkout.repo, checkout.branch.as_bstr())
+}
+
+fn short(id: ObjectId) -> String {
+    id.to_hex_with_len(7).to_string()
+}
