@@ -373,8 +373,15 @@ pub(crate) fn make_plan(
     let changed_paths = if deployed == checkout.head {
         plan::paths(&changes)
     } else {
+        // The services were last acted on with HEAD's code, and that action may have failed
+        // half-way: what deployed..HEAD changed must be acted on again, even where HEAD..tip
+        // reverts it (a fix that reverts a bad push must still restart the broken service).
         let deployed_tree = checkout::tree_of(repo, deployed)?;
-        plan::paths(&plan::changes(repo, deployed_tree, tip_tree)?)
+        let mut paths = plan::paths(&plan::changes(repo, deployed_tree, head_tree)?);
+        paths.extend(plan::paths(&changes));
+        paths.sort();
+        paths.dedup();
+        paths
     };
     let services = if deployed == Some(tip) {
         Services::nothing("the services already run this code")
