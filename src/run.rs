@@ -150,6 +150,16 @@ fn update_and_act(
     }
     outcome.to = Some(plan.tip);
     outcome.success = Success::Updated;
+    let reselected;
+    let plan = if recreates_from_project(settings, plan) {
+        // The plan read the compose project before the update, from the old compose files: a
+        // service the update adds would never start and one it removes would make compose fail.
+        reselected = Plan { services: select_services(settings, checkout, &plan.changed_paths)?, ..plan.clone() };
+        outcome.services = reselected.services.clone();
+        &reselected
+    } else {
+        plan
+    };
 
     if !plan.services.is_nothing() {
         hooks::run(
@@ -189,6 +199,12 @@ fn update_and_act(
         );
     }
     Ok(())
+}
+
+/// Whether the plan recreates services from what the compose project declared (a compose or env
+/// file changed), so that the project must be read again once the new files are in place.
+fn recreates_from_project(settings: &Settings, plan: &Plan) -> bool {
+    settings.services.is_none() && plan.moves_head() && plan.services.actions().iter().any(|a| a.action == Action::Recreate)
 }
 
 /// Guard, then apply `plan` to the worktree, index and branch, under git's `index.lock`.

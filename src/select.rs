@@ -3,13 +3,15 @@
 //! plain value that `check` prints and `run` acts on.
 //!
 //! Where the services come from, first match wins:
-//! 1. `--services` (or `services:` as a list): exactly those, restarted, in that order;
+//! 1. `--services` (or `services:` as a list): exactly those, restarted, in that order (the
+//!    contract's "services to restart"; the compose project is not read, so nothing raises it);
 //! 2. the config's path rules (`services:` as a map of globs);
 //! 3. the compose project: `develop.watch` where a service declares it, else its bind-mount
 //!    sources, build context and env files inside the checkout;
 //! 4. the compose project could not be read: every service (`restart` with no names).
 //!
-//! Whatever picked the services, what the compose project says raises the action: a changed
+//! Whether rules or the compose project picked the services, what the project says raises the
+//! action: a changed
 //! compose file recreates every service, a changed env file recreates its services, a changed
 //! Dockerfile or dependency manifest in a build context rebuilds, and a changed file that a
 //! service bind-mounts on its own restarts that service (the container keeps the old inode).
@@ -212,6 +214,9 @@ fn map_from_project(
                 .find(|b| is_under(path, b.source.as_bstr()))
             {
                 selection.add(&service.name, Action::Restart, path, || {
+                    if bind.source.as_bstr() == *path {
+                        return single_file_reason(path);
+                    }
                     format!(
                         "bind mount `{}` -> {}",
                         shown_dir(bind.source.as_bstr()),
@@ -262,7 +267,8 @@ fn map_by_watch(selection: &mut Selection, service: &Service, paths: &[&BStr]) {
                 )
                 .to_lowercase()
             });
-            break;
+            // No `break`: as in compose, every matching entry applies and the strongest
+            // action wins (a `rebuild` entry inside a `sync+restart` one rebuilds).
         }
     }
 }
@@ -332,12 +338,14 @@ fn raise_from_project(
                 .iter()
                 .any(|b| !b.source.is_empty() && b.source.as_bstr() == *path)
             {
-                selection.add(&service.name, Action::Restart, path, || {
-                    format!("`{path}` is bind-mounted as a single file: the container keeps the old file until restarted")
-                });
+                selection.add(&service.name, Action::Restart, path, || single_file_reason(path));
             }
         }
     }
+}
+
+fn single_file_reason(path: &BStr) -> String {
+    format!("`{path}` is bind-mounted as a single file: the container keeps the old file until restarted")
 }
 
 /// The services picked so far, in the order first picked.
@@ -523,8 +531,8 @@ mod tests {
         let s = run(&["bot/main.py"], Ok(&p), &[], None);
         assert_eq!(summary(&s), [("bot".to_string(), Action::Restart)]);
         let s = run(&["bot/requirements.txt"], Ok(&p), &[], None);
-        // The first matching watch entry (`bot`, sync+restart) wins, as in compose.
-        assert_eq!(summary(&s), [("bot".to_string(), Action::Restart)]);
+        // Every matching watch entry applies, as in compose: the `rebuild` one wins.
+        assert_eq!(summary(&s), [("bot".to_string(), Action::Rebuild)]);
         let s = run(&["bot/notes.md"], Ok(&p), &[], None);
         assert!(s.is_nothing(), "{s:?}");
     }

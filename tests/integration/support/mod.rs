@@ -12,6 +12,7 @@
 
 pub mod daemon;
 pub mod oracle;
+pub mod project;
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -92,6 +93,14 @@ impl Call {
     pub fn is_restart(&self) -> bool {
         self.args.split(' ').any(|w| w == "restart")
     }
+
+    /// A call that acts on containers: `restart` or `up` (not `config` or `ps`).
+    pub fn is_action(&self) -> bool {
+        self.args
+            .split(' ')
+            .find(|w| ["restart", "up", "config", "ps"].contains(w))
+            .is_some_and(|w| w == "restart" || w == "up")
+    }
 }
 
 pub struct Fixture {
@@ -161,23 +170,65 @@ impl Fixture {
     }
 
     fn write_stub(&self) {
-        // One line per call: "<cwd>\t<args>". Failure injection and delays are driven by files
-        // beside the stub, so a test can change the behaviour between runs. The injected exit
-        // code applies to `restart` calls only; other (read-only) subcommands exit with
-        // `other.exit`, default 1: "the compose project cannot be read".
+        // One line per call: "<cwd>\t<args>". Behaviour is driven by files beside the stub, so a
+        // test can change it between runs:
+        // - acting calls (`restart`, `up`): `sleep`, `stderr` and `exit` inject a delay, output
+        //   and an exit code (default 0);
+        // - `config`: `config.stdout` (and `config-raw.stdout` for `config --no-interpolate`)
+        //   is printed with exit 0 when present; with `config.from`, the file it names in the
+        //   checkout (tracked, so it changes with the update, as compose's view of the project
+        //   does) is printed instead, `{CO}` replaced by the checkout's path, and with `validate`
+        //   an acting call naming a service that file lacks fails like compose does;
+        // - `ps`: `ps.stdout` is printed with exit 0 when present;
+        // - anything else (and the above without their file) prints `other.stdout` and exits
+        //   with `other.exit`, default 1: "the compose project cannot be read".
+        // The subcommand is the first word among restart/up/config/ps.
         let d = self.stub_dir.display();
         let log = self.log.display();
         let script = format!(
             r#"#!/bin/sh
-is_restart=0
-for a in "$@"; do [ "$a" = restart ] && is_restart=1; done
 printf '%s\t%s\n' "$(pwd -P)" "$*" >> '{log}'
-if [ "$is_restart" = 1 ]; then
-  [ -f '{d}/sleep' ] && sleep "$(cat '{d}/sleep')"
-  [ -f '{d}/stderr' ] && cat '{d}/stderr' >&2
-  [ -f '{d}/exit' ] && exit "$(cat '{d}/exit')"
-  exit 0
-fi
+sub=
+raw=0
+for a in "$@"; do
+  case "$a" in
+    --no-interpolate) raw=1 ;;
+  esac
+  if [ -z "$sub" ]; then
+    case "$a" in restart|up|config|ps) sub=$a ;; esac
+  fi
+done
+case "$sub" in
+  restart|up)
+    if [ -f '{d}/config.from' ] && [ -f '{d}/validate' ]; then
+      after=0
+      for a in "$@"; do
+        if [ "$after" = 1 ]; then
+          case "$a" in
+            -*) ;;
+            *) grep -q "^  $a:\$" "$(pwd -P)/$(cat '{d}/config.from')" || {{ echo "no such service: $a" >&2; exit 1; }} ;;
+          esac
+        fi
+        [ "$a" = "$sub" ] && after=1
+      done
+    fi
+    [ -f '{d}/sleep' ] && sleep "$(cat '{d}/sleep')"
+    [ -f '{d}/stderr' ] && cat '{d}/stderr' >&2
+    [ -f '{d}/exit' ] && exit "$(cat '{d}/exit')"
+    exit 0
+    ;;
+  config)
+    if [ "$raw" = 1 ] && [ -f '{d}/config-raw.stdout' ]; then cat '{d}/config-raw.stdout'; exit 0; fi
+    if [ -f '{d}/config.from' ]; then
+      sed "s|{{CO}}|$(pwd -P)|g" "$(pwd -P)/$(cat '{d}/config.from')"
+      exit 0
+    fi
+    if [ -f '{d}/config.stdout' ]; then cat '{d}/config.stdout'; exit 0; fi
+    ;;
+  ps)
+    if [ -f '{d}/ps.stdout' ]; then cat '{d}/ps.stdout'; exit 0; fi
+    ;;
+esac
 [ -f '{d}/other.stdout' ] && cat '{d}/other.stdout'
 [ -f '{d}/other.exit' ] && exit "$(cat '{d}/other.exit')"
 exit 1
@@ -189,21 +240,76 @@ exit 1
 
     // ----- the compose stub -----
 
-    /// Makes the stub's `restart` exit with `code`, printing `stderr` on stderr.
+    /// Makes the stub's acting calls (`restart`, `up`) exit with `code`, printing `stderr` on
+    /// stderr.
     pub fn fail_restart(&self, code: i32, stderr: &str) {
         fs::write(self.stub_dir.join("exit"), code.to_string()).unwrap();
         fs::write(self.stub_dir.join("stderr"), stderr).unwrap();
     }
 
-    /// Makes the stub's `restart` succeed again.
+    /// Makes the stub's acting calls succeed again.
     pub fn heal_restart(&self) {
         let _ = fs::remove_file(self.stub_dir.join("exit"));
         let _ = fs::remove_file(self.stub_dir.join("stderr"));
     }
 
-    /// Makes the stub's `restart` sleep `secs` seconds before exiting.
+    /// Makes the stub's acting calls (`restart`, `up`) sleep `secs` seconds before exiting.
     pub fn slow_restart(&self, secs: f64) {
         fs::write(self.stub_dir.join("sleep"), secs.to_string()).unwrap();
+    }
+
+    /// Makes the stub answer `config` with `yaml` (a `docker compose config` output), where
+    /// `{CO}` stands for the checkout's absolute path.
+    pub fn compose_config(&self, yaml: &str) {
+        let text = yaml.replace("{CO}", path_str(&self.checkout));
+        fs::write(self.stub_dir.join("config.stdout"), text).unwrap();
+    }
+
+    /// Makes the stub answer `config` with the file `path` of the checkout as it is when the
+    /// stub runs (`{CO}` as above): the project follows the update like compose's would. With
+    /// `validate`, an acting call naming a service that file lacks exits 1 with compose's
+    /// `no such service: NAME`.
+    pub fn compose_config_from_checkout(&self, path: &str, validate: bool) {
+        fs::write(self.stub_dir.join("config.from"), path).unwrap();
+        if validate {
+            fs::write(self.stub_dir.join("validate"), "").unwrap();
+        }
+    }
+
+    /// Makes the stub answer `config --no-interpolate` with `yaml` (`{CO}` as above).
+    pub fn compose_config_raw(&self, yaml: &str) {
+        let text = yaml.replace("{CO}", path_str(&self.checkout));
+        fs::write(self.stub_dir.join("config-raw.stdout"), text).unwrap();
+    }
+
+    /// Makes the stub answer `ps` (e.g. `ps -a -q`) with `text` and exit 0.
+    pub fn compose_ps(&self, text: &str) {
+        fs::write(self.stub_dir.join("ps.stdout"), text).unwrap();
+    }
+
+    /// The argument strings of the stub's acting calls (`restart` and `up`), in order.
+    pub fn action_calls(&self) -> Vec<String> {
+        self.compose_calls()
+            .into_iter()
+            .filter(Call::is_action)
+            .map(|c| c.args)
+            .collect()
+    }
+
+    /// The raw lines of the stub's log (hooks may append their own lines to it).
+    pub fn log_lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Writes a config file OUTSIDE the checkout (in the fixture root) and returns its path.
+    pub fn config_file(&self, text: &str) -> PathBuf {
+        let p = self.root.join("pullstart.yml");
+        fs::write(&p, text).unwrap();
+        p
     }
 
     /// Every call the stub recorded, in order.
@@ -392,6 +498,11 @@ exit 1
     /// The arguments `run` appends: `-C <checkout>`, `--compose-command <stub>` and
     /// `--services web,worker`, each unless `args` already has it.
     pub fn full_args(&self, args: &[&str]) -> Vec<OsString> {
+        self.full_args_with(args, true)
+    }
+
+    /// `full_args`, with the default `--services` only when `default_services`.
+    pub fn full_args_with(&self, args: &[&str], default_services: bool) -> Vec<OsString> {
         let mut v: Vec<OsString> = args.iter().map(OsString::from).collect();
         let has = |names: &[&str]| {
             args.iter().any(|a| {
@@ -408,7 +519,7 @@ exit 1
             v.push("--compose-command".into());
             v.push(self.stub.clone().into());
         }
-        if !has(&["--services"]) {
+        if default_services && !has(&["--services"]) {
             v.push("--services".into());
             v.push(SERVICES.into());
         }
@@ -424,6 +535,13 @@ exit 1
     /// Runs pullstart with `args` plus the defaults of `full_args`.
     pub fn run(&self, args: &[&str]) -> Outcome {
         let full = self.full_args(args);
+        self.run_exact(&full)
+    }
+
+    /// Runs pullstart with `args` plus the defaults of `full_args` except `--services`: the
+    /// services come from the config's path rules or the compose project.
+    pub fn run_mapped(&self, args: &[&str]) -> Outcome {
+        let full = self.full_args_with(args, false);
         self.run_exact(&full)
     }
 
