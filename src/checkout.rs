@@ -10,7 +10,7 @@ use gix::remote::Direction;
 use gix::ObjectId;
 
 use crate::exit::{ExitCode, Failure};
-use crate::settings::Settings;
+use crate::settings::{Deadline, Settings};
 
 /// An open checkout and the branch pullstart fast-forwards in it.
 pub struct Checkout {
@@ -24,6 +24,9 @@ pub struct Checkout {
     pub remote: String,
     /// The branch's name on that remote, e.g. `main`.
     pub remote_branch: String,
+    /// When this run must be over (`--timeout`, counted from opening the checkout): every step
+    /// that waits waits at most what is left.
+    pub deadline: Deadline,
 }
 
 impl Checkout {
@@ -70,14 +73,7 @@ pub fn open(settings: &Settings) -> anyhow::Result<Checkout> {
         None => upstream_branch(&repo, &branch)?
             .unwrap_or_else(|| branch.shorten().to_str_lossy().into_owned()),
     };
-    Ok(Checkout {
-        repo,
-        workdir,
-        branch,
-        head,
-        remote,
-        remote_branch,
-    })
+    Ok(Checkout { repo, workdir, branch, head, remote, remote_branch, deadline: Deadline::after(settings.timeout) })
 }
 
 fn open_repository(dir: &Path) -> anyhow::Result<gix::Repository> {

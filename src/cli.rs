@@ -3,7 +3,8 @@
 //! Every option is an `Option` (or an empty `Vec`, or `false` for a switch) so that
 //! [`crate::settings`] can tell "not given" from "given" when it lays the flags over the config
 //! file: flags win. All options are global: they may stand before or after the subcommand
-//! (`pullstart -C /srv/app check` and `pullstart check -C /srv/app` are the same).
+//! (`pullstart -C /srv/app check` and `pullstart check -C /srv/app` are the same), except
+//! `watch`'s own `--every`, which belongs after `watch`.
 
 use std::path::PathBuf;
 
@@ -37,7 +38,7 @@ pub struct Cli {
 }
 
 /// The subcommands. `pullstart [OPTIONS]` is `pullstart run [OPTIONS]`.
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum CliCommand {
     /// Fetch, fast-forward the checkout and restart the services whose code changed (the default)
     #[command(after_help = after_help())]
@@ -53,6 +54,24 @@ pub enum CliCommand {
     /// services a pending update would restart, without fetching
     #[command(after_help = after_help())]
     Status,
+    /// Run again and again, every --every, for a sidecar container: each run is reported like
+    /// one started by cron, a failed run never stops the loop, and SIGTERM or SIGINT ends it
+    /// between runs (exit 0)
+    ///
+    /// With --output json, one JSON object per run, one per line. --splay applies before each
+    /// run, --timeout to each run, and the lock is taken by each run, so a cron job on the same
+    /// checkout is skipped (exit 7) rather than run at the same time.
+    #[command(after_help = after_help())]
+    Watch(WatchArgs),
+}
+
+/// The options only `watch` takes.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchArgs {
+    /// How often to run, from the start of one run to the start of the next, e.g. `5m`; at least
+    /// 1s; required, here or in the config [config: every]
+    #[arg(long, value_name = "DURATION")]
+    pub every: Option<String>,
 }
 
 /// The options, accepted before and after the subcommand. Each one can also be set in the
@@ -162,6 +181,25 @@ pub struct Options {
     /// Print more detail on stderr: cause chains and steps [config: verbose]
     #[arg(short, long, global = true)]
     pub verbose: bool,
+
+    /// The time limit for the whole run, e.g. `4m`: a fetch or compose command still running then
+    /// is killed with its child processes, and the run exits with the code of that step; keep it
+    /// under the cron interval [default: 4m30s] [config: timeout]
+    #[arg(long, value_name = "DURATION", global = true)]
+    pub timeout: Option<String>,
+
+    /// Before a run or check, sleep a random time between 0 and DURATION, so that a fleet of hosts
+    /// does not reach the git host in the same second, e.g. `30s`; the sleep holds no lock and
+    /// comes before --timeout starts counting, so keep both together under the cron interval
+    /// [default: 0] [config: splay]
+    #[arg(long, value_name = "DURATION", global = true)]
+    pub splay: Option<String>,
+
+    /// After each run or check, whatever its exit code, write Prometheus metrics to FILE,
+    /// replaced atomically, for node_exporter's textfile collector (which reads `*.prom` files
+    /// only) [config: metrics_file]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// The text after `--help`: the exit-code table of the contract and a few examples.
@@ -173,6 +211,7 @@ Examples:
   pullstart -C /srv/app                  fetch, fast-forward, restart what changed
   pullstart check -C /srv/app            show what a run would do, change nothing
   pullstart --config /etc/pullstart.yml --detailed-exitcode
+  pullstart watch --every 5m            the same run every 5 minutes (a sidecar container)
 
 In a crontab (silent unless something changed or failed):
   */5 * * * * pullstart -C /srv/app --services web,worker 2>&1 | logger -t pullstart",
@@ -208,6 +247,16 @@ mod tests {
         assert_eq!(parse(&["run"]).command, Some(CliCommand::Run));
         assert_eq!(parse(&["check"]).command, Some(CliCommand::Check));
         assert_eq!(parse(&["status"]).command, Some(CliCommand::Status));
+        assert_eq!(
+            parse(&["watch", "--every", "5m"]).command,
+            Some(CliCommand::Watch(WatchArgs {
+                every: Some("5m".into())
+            }))
+        );
+        assert_eq!(
+            parse(&["watch"]).command,
+            Some(CliCommand::Watch(WatchArgs::default()))
+        );
         assert!(Cli::try_parse_from(["pullstart", "deploy"]).is_err());
     }
 
@@ -278,8 +327,17 @@ mod tests {
             "text",
             "-q",
             "-v",
+            "--timeout",
+            "4m",
+            "--splay",
+            "30s",
+            "--metrics-file",
+            "/m/p.prom",
         ]);
         let o = cli.options;
+        assert_eq!(o.timeout.as_deref(), Some("4m"));
+        assert_eq!(o.splay.as_deref(), Some("30s"));
+        assert_eq!(o.metrics_file, Some(PathBuf::from("/m/p.prom")));
         assert_eq!(o.repo, Some(PathBuf::from("repo")));
         assert_eq!(o.remote.as_deref(), Some("origin"));
         assert_eq!(o.branch.as_deref(), Some("main"));
@@ -376,6 +434,12 @@ mod tests {
             &["--rebuild-policy"],
             &["--rollback=yes"],
             &["--allow-rebuild=true"],
+            // `--every` belongs to `watch`.
+            &["--every", "5m"],
+            &["run", "--every", "5m"],
+            &["--every", "5m", "watch"],
+            &["watch", "--every"],
+            &["--metrics-file", ""],
         ] {
             let mut argv = vec!["pullstart"];
             argv.extend_from_slice(args);
@@ -409,6 +473,9 @@ mod tests {
             "--output",
             "--quiet",
             "--verbose",
+            "--timeout",
+            "--splay",
+            "--metrics-file",
             "--version",
         ] {
             assert!(help.contains(flag), "{flag} missing from\n{help}");
@@ -463,10 +530,42 @@ mod tests {
             "dependency_files:",
             "hooks: {before: CMD, after_success: CMD, on_failure: CMD}",
             "a trailing `/` means everything below",
+            "[default: 4m30s] [config: timeout]",
+            "[default: 0] [config: splay]",
+            "[config: metrics_file]",
         ] {
             let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
             assert!(flat.contains(text), "{text} missing from\n{help}");
         }
+    }
+
+    #[test]
+    fn watch_takes_every_after_it_and_every_global_option() {
+        let cli = parse(&[
+            "-C", "/srv/app", "watch", "--every", "1m", "--splay", "5s", "-q",
+        ]);
+        assert_eq!(
+            cli.command,
+            Some(CliCommand::Watch(WatchArgs {
+                every: Some("1m".into())
+            }))
+        );
+        assert_eq!(cli.options.repo, Some(PathBuf::from("/srv/app")));
+        assert_eq!(cli.options.splay.as_deref(), Some("5s"));
+        assert!(cli.options.quiet);
+
+        let err = Cli::try_parse_from(["pullstart", "watch", "--help"]).unwrap_err();
+        let help = err.to_string();
+        assert!(help.contains("Usage: pullstart watch [OPTIONS]"), "{help}");
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains("--every <DURATION>"), "{help}");
+        assert!(
+            flat.contains("at least 1s; required, here or in the config [config: every]"),
+            "{help}"
+        );
+        assert!(help.contains(ExitCode::TABLE), "{help}");
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("pullstart watch --every 5m"), "{help}");
     }
 
     #[test]

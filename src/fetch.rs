@@ -7,7 +7,8 @@
 //!
 //! Every failure to talk to the remote is a [`ExitCode::FetchFailed`]: transient, the next run
 //! retries. Everything that ends up in an error, its context or its cause chain went through
-//! [`redact`], so a URL with a token in it never shows.
+//! [`redact`], so a URL with a token in it never shows; a token or password read from anywhere
+//! else is registered with [`crate::redact::add_secret`] the moment it is read.
 //!
 //! Transports, and how a silent server is kept from hanging the run:
 //! - `git://`: we open the TCP connection ourselves, with a connect timeout and read and write
@@ -16,12 +17,20 @@
 //!   transfer is fine). Name resolution cannot be bounded (`getaddrinfo` blocks).
 //! - local paths and `file://`: gix spawns `git upload-pack`, so `git` must be on `PATH` (cron's
 //!   `PATH` is short: `/usr/bin:/bin`). No timeout: the other side is a local process.
-//! - `ssh://`: gix runs `ssh`; bounding it (`-o ConnectTimeout`, `ServerAliveInterval`) is still
-//!   to do.
-//! - `http(s)://`: not compiled into this build; reported as a configuration error.
+//! - `ssh://` and `user@host:path`: see [`ssh`]: the user's `core.sshCommand` / `GIT_SSH_COMMAND`
+//!   / `GIT_SSH`, plus `BatchMode`, `ConnectTimeout` and `ServerAlive*` so that nothing prompts
+//!   and a silent server is cut off, and ssh's stderr captured to name the cause.
+//! - `http(s)://`: see [`http`]: reqwest with rustls, with the timeout, `http.sslCAInfo`,
+//!   `http.sslVerify` and `http.proxy` applied; credentials from [`FetchOptions::token_file`],
+//!   `PULLSTART_TOKEN`, `PULLSTART_TOKEN_FILE`, `pullstart.tokenFile`, or the checkout's git
+//!   credential helpers, never from a prompt.
+
+mod http;
+mod ssh;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -62,17 +71,54 @@ pub fn tracking_ref_name(
     tracking_ref_for(&found, remote, &source)
 }
 
-/// Fetch only refs/heads/<branch> of `remote` into its tracking ref (forced update, no tags),
-/// within `timeout` where the transport allows.
-///
-/// A remote without that branch (or without any branch) is not an error: `tip` is `None` and
-/// the tracking ref is left as it is.
+/// How a fetch may reach the remote.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Bounds every wait for the server (connecting, each read); not the whole transfer.
+    pub timeout: Duration,
+    /// ssh: use this private key (`-i KEY -o IdentitiesOnly=yes`), on top of the ssh command the
+    /// checkout configures.
+    pub ssh_key: Option<PathBuf>,
+    /// http(s): read the token from this file (first line, surrounding whitespace removed). When
+    /// unset: `PULLSTART_TOKEN`, then the file named by `PULLSTART_TOKEN_FILE`, then the file
+    /// named by the git config `pullstart.tokenFile`; else the credential helpers configured for
+    /// the checkout (`credential.helper`).
+    pub token_file: Option<PathBuf>,
+}
+
+impl FetchOptions {
+    /// Only a timeout: ssh and credentials as the checkout and the environment configure them.
+    pub fn new(timeout: Duration) -> Self {
+        FetchOptions {
+            timeout,
+            ssh_key: None,
+            token_file: None,
+        }
+    }
+}
+
+/// [`fetch_with`] with only a timeout.
 pub fn fetch(
     repo: &gix::Repository,
     remote: &str,
     branch: &str,
     timeout: Duration,
 ) -> anyhow::Result<Fetched> {
+    fetch_with(repo, remote, branch, &FetchOptions::new(timeout))
+}
+
+/// Fetch only refs/heads/<branch> of `remote` into its tracking ref (forced update, no tags),
+/// within `options.timeout` where the transport allows.
+///
+/// A remote without that branch (or without any branch) is not an error: `tip` is `None` and
+/// the tracking ref is left as it is.
+pub fn fetch_with(
+    repo: &gix::Repository,
+    remote: &str,
+    branch: &str,
+    options: &FetchOptions,
+) -> anyhow::Result<Fetched> {
+    let timeout = options.timeout;
     let mut found = find_remote(repo, remote)?;
     let source = branch_ref(branch)?;
     let tracking_ref = tracking_ref_for(&found, remote, &source)?;
@@ -144,25 +190,59 @@ pub fn fetch(
                 .connect(Direction::Fetch)
                 .and_then(|connection| receive(connection, &source))
         }
-        Scheme::Ssh => found
-            .connect(Direction::Fetch)
-            .and_then(|connection| receive(connection, &source)),
+        Scheme::Ssh => {
+            let command = ssh::Command::prepare(repo, options.ssh_key.as_deref(), timeout)?;
+            let result = command.connect(&found).and_then(|transport| {
+                receive(found.to_connection_with_transport(transport), &source)
+            });
+            if let Err(err) = &result {
+                let report = command.stderr_report();
+                if !gix::interrupt::is_triggered() {
+                    let cause = report
+                        .as_ref()
+                        .and_then(|report| report.cause(&url, timeout))
+                        .unwrap_or_else(|| short_cause(err, &url.scheme, timeout));
+                    let failure = match cause {
+                        Cause::Transient(cause) => failed(&cause, RETRY),
+                        Cause::NeedsFix { cause, remedy } => failed(&cause, &remedy),
+                    };
+                    let mut chain = redacted_chain(err);
+                    if let Some(report) = report {
+                        chain = report.attach(chain);
+                    }
+                    return Err(chain.context(failure));
+                }
+            }
+            result
+        }
         Scheme::Http | Scheme::Https => {
-            return Err(failure(
-                ExitCode::Usage,
-                format!(
-                    "cannot fetch from `{shown_url}`: http(s) remotes are not supported by this build; \
-                     use a git://, ssh or local-path remote"
-                ),
-            )
-            .into());
+            let credentials = http::Credentials::resolve(repo, options, &url)?;
+            let source_of_credentials = credentials.describe();
+            let result = http::transport_options(repo, &url, remote, timeout).and_then(|options| {
+                let mut connection = found.connect(Direction::Fetch)?;
+                connection.set_transport_options(options);
+                connection.set_credentials(credentials.into_authenticate(repo));
+                receive(connection, &source)
+            });
+            if let Err(err) = &result {
+                if !gix::interrupt::is_triggered() {
+                    if let Some(cause) = http::cause(err, &source_of_credentials, timeout) {
+                        let failure = match cause {
+                            Cause::Transient(cause) => failed(&cause, RETRY),
+                            Cause::NeedsFix { cause, remedy } => failed(&cause, &remedy),
+                        };
+                        return Err(redacted_chain(err).context(failure));
+                    }
+                }
+            }
+            result
         }
         Scheme::Ext | Scheme::Helper(_) | Scheme::HelperUrl(_) => {
             return Err(failure(
                 ExitCode::Usage,
                 format!(
                     "cannot fetch from `{shown_url}`: remote helpers are not supported; \
-                     use a git://, ssh or local-path remote"
+                     use an https://, ssh, git:// or local-path remote"
                 ),
             )
             .into());
@@ -936,6 +1016,187 @@ mod tests {
         drop(holder.join());
     }
 
+    /// Whether `program` is on PATH; when not, a loud skip, or a failure under CI.
+    fn have(test: &str, program: &str) -> bool {
+        let found = std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
+        });
+        if !found {
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+            assert!(!ci, "{test}: `{program}` is missing and CI is set");
+            eprintln!("SKIPPED {test}: `{program}` is missing (run contrib/servers-setup.sh)");
+        }
+        found
+    }
+
+    /// A loopback port that accepts connections and never answers, until the test ends.
+    fn silent_listener() -> (u16, std::thread::JoinHandle<Vec<TcpStream>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let holder = std::thread::spawn(move || {
+            // Hold up to two connections (ssh or http may open one, retry once).
+            let mut held = Vec::new();
+            listener.set_nonblocking(true).ok();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(8) && held.len() < 2 {
+                if let Ok((socket, _)) = listener.accept() {
+                    held.push(socket);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            held
+        });
+        (port, holder)
+    }
+
+    #[test]
+    fn silent_http_https_and_ssh_servers_time_out() {
+        let mut urls = vec!["http", "https"];
+        if have("silent_http_https_and_ssh_servers_time_out", "ssh") {
+            urls.push("ssh");
+        }
+        for scheme in urls {
+            let fixture = Fixture::new();
+            let (port, holder) = silent_listener();
+            let user = if scheme == "ssh" { "git@" } else { "" };
+            let url = format!("{scheme}://{user}127.0.0.1:{port}/remote.git");
+            fixture.set_url(&url);
+            if scheme == "ssh" {
+                fixture.git(
+                    &fixture.path("local"),
+                    &["config", "core.sshCommand", "ssh -F /dev/null"],
+                );
+            }
+            let started = Instant::now();
+            let err = fetch(&fixture.repo(), "origin", "main", Duration::from_secs(2))
+                .expect_err("timeout");
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+                "{scheme}: took {took:?}: {err:#}"
+            );
+            assert_eq!(code_of(&err), ExitCode::FetchFailed, "{err:#}");
+            assert_eq!(
+                message(&err),
+                format!("failed to fetch `main` from `{url}`: no answer within 2 s; the next run retries"),
+                "{err:#}"
+            );
+            drop(holder.join());
+        }
+    }
+
+    #[test]
+    fn ssh_command_is_non_interactive_bounded_and_uses_the_key() {
+        // A stand-in `ssh` that records its arguments and fails like a refused connection.
+        let fixture = Fixture::new();
+        let bin = fixture.path("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let args = fixture.path("ssh-args");
+        let fake = bin.join("ssh");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > '{}'\n\
+                 echo 'ssh: connect to host 127.0.0.1 port 22: Connection refused' >&2\nexit 255\n",
+                args.display()
+            ),
+        )
+        .expect("write");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let key = fixture.path("deploy key");
+        std::fs::write(&key, "not really a key").expect("key");
+        fixture.set_url("ssh://git@127.0.0.1/srv/app.git");
+        fixture.git(
+            &fixture.path("local"),
+            &[
+                "config",
+                "core.sshCommand",
+                &format!("{} -o BatchMode=no -F /dev/null", fake.display()),
+            ],
+        );
+        let options = FetchOptions {
+            timeout: Duration::from_secs(7),
+            ssh_key: Some(key.clone()),
+            token_file: None,
+        };
+        let err = fetch_with(&fixture.repo(), "origin", "main", &options).expect_err("refused");
+        assert_eq!(code_of(&err), ExitCode::FetchFailed, "{err:#}");
+        assert_eq!(
+            message(&err),
+            "failed to fetch `main` from `ssh://git@127.0.0.1/srv/app.git`: connection refused; the next run retries"
+        );
+        // ssh's stderr went to the cause chain, not to ours, and its file is gone.
+        assert!(
+            format!("{err:#}").contains("ssh said: ssh: connect to host"),
+            "{err:#}"
+        );
+        assert!(!fixture.path("local/.git").join(ssh::STDERR_FILE).exists());
+        let recorded = std::fs::read_to_string(&args).expect("the stand-in ran");
+        let recorded: Vec<&str> = recorded.lines().collect();
+        let expected_start = [
+            "-o",
+            "BatchMode=no",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=7",
+            "-o",
+            "ServerAliveInterval=3",
+            "-o",
+            "ServerAliveCountMax=3",
+            "-i",
+            key.to_str().expect("utf-8"),
+            "-o",
+            "IdentitiesOnly=yes",
+        ];
+        assert_eq!(
+            &recorded[..expected_start.len()],
+            &expected_start,
+            "{recorded:?}"
+        );
+        assert!(
+            recorded.ends_with(&["git@127.0.0.1", "git-upload-pack", "'/srv/app.git'"]),
+            "{recorded:?}"
+        );
+
+        // A key that cannot be read is a usage error, before ssh runs.
+        std::fs::remove_file(&args).expect("rm");
+        let options = FetchOptions {
+            ssh_key: Some(fixture.path("missing-key")),
+            ..options
+        };
+        let err = fetch_with(&fixture.repo(), "origin", "main", &options).expect_err("no key");
+        assert_eq!(code_of(&err), ExitCode::Usage, "{err:#}");
+        assert!(
+            message(&err).starts_with("cannot read the ssh key `"),
+            "{err:#}"
+        );
+        assert!(!args.exists());
+
+        // A key with a command that is not OpenSSH is refused, unless ssh.variant says it is.
+        let wrapper = bin.join("my-wrapper");
+        std::fs::copy(&fake, &wrapper).expect("copy");
+        fixture.git(
+            &fixture.path("local"),
+            &["config", "core.sshCommand", &wrapper.display().to_string()],
+        );
+        let options = FetchOptions {
+            ssh_key: Some(key.clone()),
+            ..options
+        };
+        let err = fetch_with(&fixture.repo(), "origin", "main", &options).expect_err("not ssh");
+        assert_eq!(code_of(&err), ExitCode::Usage, "{err:#}");
+        fixture.git(&fixture.path("local"), &["config", "ssh.variant", "ssh"]);
+        let err = fetch_with(&fixture.repo(), "origin", "main", &options).expect_err("refused");
+        assert_eq!(code_of(&err), ExitCode::FetchFailed, "{err:#}");
+        assert!(std::fs::read_to_string(&args)
+            .expect("ran")
+            .contains("IdentitiesOnly=yes"));
+    }
+
     #[test]
     fn credentials_never_show() {
         let fixture = Fixture::new();
@@ -951,15 +1212,36 @@ mod tests {
         );
         assert!(!all.contains("s3cret"), "{all}");
 
-        fixture.set_url("https://ghp_T0KEN@example.com/o/r.git");
-        let err = fetch(&fixture.repo(), "origin", "main", TIMEOUT).expect_err("http");
-        assert_eq!(code_of(&err), ExitCode::Usage);
-        assert_eq!(
-            message(&err),
-            "cannot fetch from `https://***@example.com/o/r.git`: http(s) remotes are not supported by this build; \
-             use a git://, ssh or local-path remote"
-        );
-        assert!(!format!("{err:#} {err:?}").contains("T0KEN"));
+        // Nothing listens there: refused, and neither the token nor the password shows.
+        // Over plain http a url's password is not even tried.
+        for (url, cause) in [
+            (
+                format!("https://ghp_T0KEN@127.0.0.1:{port}/o/r.git"),
+                "connection refused; the next run retries",
+            ),
+            (
+                format!("http://u:T0KEN@127.0.0.1:{port}/o/r.git"),
+                "credentials are never sent over plain http; use the https:// url of the repository",
+            ),
+        ] {
+            fixture.set_url(&url);
+            let err = fetch(&fixture.repo(), "origin", "main", TIMEOUT).expect_err("http");
+            assert_eq!(code_of(&err), ExitCode::FetchFailed, "{err:#}");
+            let shown = redact(&url).into_owned();
+            assert!(shown.contains("***"), "{shown}");
+            assert_eq!(
+                message(&err),
+                format!("failed to fetch `main` from `{shown}`: {cause}")
+            );
+            let all = format!(
+                "{err:#} | {err:?} | {}",
+                err.chain()
+                    .map(|c| format!("{c:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+            assert!(!all.contains("T0KEN"), "{all}");
+        }
 
         // A local path that is no repository: the error chain names it, redacted.
         fixture.set_url("/nonexistent/u:pw@x/repo.git");

@@ -77,12 +77,12 @@ pub fn refuse_hooks_inside_checkout(settings: &Settings, workdir: &Path) -> anyh
 
 /// Run `hook` if configured. A failing hook is an error naming it (exit 6 for `before`, which
 /// stops the action; the caller decides what a failing `after_success` or `on_failure` means).
-pub fn run(settings: &Settings, workdir: &Path, hook: Hook, facts: &Facts) -> anyhow::Result<()> {
+pub fn run(settings: &Settings, workdir: &Path, timeout: Duration, hook: Hook, facts: &Facts) -> anyhow::Result<()> {
     let Some(command) = hook.command(&settings.hooks) else {
         return Ok(());
     };
     let hex = |id: Option<ObjectId>| id.map(|id| id.to_string()).unwrap_or_default();
-    let handle = duct::cmd("sh", ["-c", command])
+    let handle = crate::restart::in_own_group(duct::cmd("sh", ["-c", command]))
         .dir(workdir)
         .env("PULLSTART_HOOK", hook.name())
         .env("PULLSTART_RESULT", &facts.result)
@@ -105,13 +105,13 @@ pub fn run(settings: &Settings, workdir: &Path, hook: Hook, facts: &Facts) -> an
             format!("hook `{}` {why}; the next run retries", hook.name()),
         )
     };
-    let output = match handle.wait_timeout(settings.restart_timeout)? {
+    let output = match handle.wait_timeout(timeout)? {
         Some(output) => output.clone(),
         None => {
-            let _ = handle.kill();
+            crate::restart::kill_group(&handle);
             return Err(failure(format!(
                 "did not finish within {}",
-                humantime(settings.restart_timeout)
+                humantime(timeout)
             ))
             .into());
         }

@@ -15,7 +15,9 @@ mod health;
 mod hooks;
 mod journal;
 mod lock;
+mod metrics;
 mod plan;
+#[cfg(test)] mod props;
 mod record;
 mod recover;
 mod redact;
@@ -25,35 +27,39 @@ mod run;
 mod select;
 mod settings;
 mod status;
+mod watch;
 
 use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse(); // usage errors: clap's own message and exit code 2
     let output = settings::output_from_flags(&cli);
-    let settings = settings::Settings::resolve(cli);
-    let style = match &settings {
-        Ok(s) => report::Style {
-            output: s.output,
-            quiet: s.quiet,
-            verbose: s.verbose,
-            detailed_exitcode: s.detailed_exitcode,
-        },
-        Err(_) => report::Style {
-            output,
-            quiet: false,
-            verbose: false,
-            detailed_exitcode: false,
-        },
+    let settings = match settings::Settings::resolve(cli) {
+        Ok(settings) => settings,
+        Err(err) => {
+            let style = report::Style {
+                output,
+                quiet: false,
+                verbose: false,
+                detailed_exitcode: false,
+            };
+            let outcome = report::Outcome::new(settings::Command::Run);
+            std::process::exit(report::finish(&outcome, &Err(err), style));
+        }
     };
-    let mut outcome = report::Outcome::new(settings::Command::Run);
-    let result = settings.and_then(|settings| {
-        // The first SIGINT/SIGTERM only sets a flag that the fetch polls; a second one ends
-        // the process. The worktree update itself is never interrupted half-way.
-        // SAFETY: called once, before any other thread exists.
-        let _ = unsafe { gix::interrupt::init_handler(1, || {}) };
-        outcome.command = settings.command;
-        run::execute(&settings, &mut outcome)
+    // The first SIGINT/SIGTERM/SIGHUP only sets a flag that the fetch, the splay and `watch`'s
+    // sleep poll; a second one ends the process. The worktree update itself is never
+    // interrupted half-way.
+    // SAFETY: called once, before any other thread exists.
+    let _ = unsafe { gix::interrupt::init_handler(1, || {}) };
+    let style = report::Style {
+        output: settings.output,
+        quiet: settings.quiet,
+        verbose: settings.verbose,
+        detailed_exitcode: settings.detailed_exitcode,
+    };
+    std::process::exit(match settings.watch {
+        Some(_) => watch::watch(&settings, style),
+        None => watch::once(&settings, style),
     });
-    std::process::exit(report::finish(&outcome, &result, style));
 }

@@ -11,8 +11,11 @@
 //! without `://` is returned borrowed, without allocating.
 //!
 //! The rules, for each `scheme://` found in the text:
-//! - the userinfo is everything before the last `@` of the authority (the authority ends at `/`,
-//!   `?`, `#`, whitespace, a quote, a backtick, `<`, `>` or a backslash);
+//! - the userinfo is everything before an `@` of the authority (the authority ends at `/`, `?`,
+//!   `#`, whitespace, a double quote, a backtick, `<`, `>` or a backslash); where that is
+//!   ambiguous (several `@`, or a `'`, which RFC 3986 allows raw in a password but which may
+//!   also close a quoted URL), every reading is taken and whatever any of them calls a secret is
+//!   masked;
 //! - a non-empty password (after the userinfo's first `:`) becomes `***`, the user stays;
 //! - for `http`/`https` (also `git+https` and the like), a user without a password is a token
 //!   (that is how GitHub tokens are used), so the user becomes `***`;
@@ -21,14 +24,80 @@
 //!   when the authority has a `:` not followed by a port number and no `@`, the userinfo ends at
 //!   the last `@` before the end of the token (whitespace, or an unescaped quote). Erring towards
 //!   hiding too much is the safe side.
+//!
+//! Secrets that never were in a URL (a token read from `PULLSTART_TOKEN` or a token file, a
+//! password a credential helper returned) are registered with [`add_secret`] as soon as they are
+//! read; from then on [`redact`] also replaces every occurrence of them (and of the forms JSON
+//! and `{:?}` escaping give them) with `***`, wherever they are in the text. Secrets shorter than
+//! [`MIN_SECRET_LEN`] characters are not registered: masking every `abc` in every line would make
+//! the output unreadable while hiding nothing a guess would not find.
 
 use std::borrow::Cow;
+use std::sync::RwLock;
 
 /// What replaces a secret.
 const MASK: &str = "***";
 
-/// `text` with the credentials of every URL in it replaced by `***`; borrowed when there are none.
+/// The shortest secret [`add_secret`] registers.
+pub const MIN_SECRET_LEN: usize = 4;
+
+/// The registered secrets and their escaped forms, longest first (so that a secret that contains
+/// another one is masked whole).
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Registers `secret` so that [`redact`] masks it wherever it appears, for the rest of the process.
+pub fn add_secret(secret: &str) {
+    if secret.chars().count() < MIN_SECRET_LEN {
+        return;
+    }
+    let mut forms = vec![secret.to_owned()];
+    // As JSON and Rust's Debug escape it (quotes, backslashes, control characters, non-ASCII).
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let debug = format!("{secret:?}");
+    for quoted in [json, debug] {
+        if let Some(inner) = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+            forms.push(inner.to_owned());
+        }
+    }
+    let mut secrets = SECRETS
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for form in forms {
+        if !secrets.contains(&form) {
+            secrets.push(form);
+        }
+    }
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// `text` with the credentials of every URL in it, and every registered secret, replaced by
+/// `***`; borrowed when there are none.
 pub fn redact(text: &str) -> Cow<'_, str> {
+    match redact_urls(text) {
+        Cow::Borrowed(text) => mask_secrets(text),
+        Cow::Owned(text) => Cow::Owned(mask_secrets(&text).into_owned()),
+    }
+}
+
+/// Every registered secret in `text` replaced by `***`.
+fn mask_secrets(text: &str) -> Cow<'_, str> {
+    let secrets = SECRETS
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !secrets.iter().any(|secret| text.contains(secret.as_str())) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = text.to_owned();
+    for secret in secrets.iter() {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), MASK);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `text` with the credentials of every URL in it replaced by `***`.
+fn redact_urls(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     let mut out: Option<String> = None;
     // How much of `text` has been copied into `out` (or is known to need no change).
@@ -38,15 +107,18 @@ pub fn redact(text: &str) -> Cow<'_, str> {
         let separator = search + found;
         let authority = separator + 3;
         search = authority;
-        let Some(secret) = secret_range(bytes, separator, authority) else {
+        let secrets = secret_ranges(bytes, separator, authority);
+        if secrets.is_empty() {
             continue;
-        };
+        }
         let buf = out.get_or_insert_with(|| String::with_capacity(text.len()));
-        // All the delimiters are ASCII, so these are char boundaries.
-        buf.push_str(&text[copied..secret.start]);
-        buf.push_str(MASK);
-        copied = secret.end;
-        search = secret.end;
+        for secret in secrets {
+            // All the delimiters are ASCII, so these are char boundaries.
+            buf.push_str(&text[copied..secret.start]);
+            buf.push_str(MASK);
+            copied = secret.end;
+            search = secret.end;
+        }
     }
     match out {
         None => Cow::Borrowed(text),
@@ -57,40 +129,69 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// The byte range to mask in the URL whose `://` is at `separator`, if any.
+/// The byte ranges to mask in the URL whose `://` is at `separator`, in order, not overlapping.
+///
+/// Where the end of the userinfo is ambiguous, every reading is taken and whatever any of them
+/// calls a secret is masked:
+/// - a `'` is both a character RFC 3986 allows raw in a password and a quote that may close the
+///   URL in running text (`http://u:pa'ss@h`, `'http://TOKEN@h'x:y@z`);
+/// - with several `@` in the authority, each may end the userinfo: a password may hold an `@`
+///   (`https://a:b@c@d`, where the last one does), or text glued to the URL may hold one
+///   (`http://TOKEN@host:1@`, where the first one does).
+fn secret_ranges(bytes: &[u8], separator: usize, authority: usize) -> Vec<std::ops::Range<usize>> {
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for quote_closes in [true, false] {
+        for at in userinfo_ends(bytes, authority, quote_closes) {
+            if let Some(range) = secret_range(bytes, separator, authority, at) {
+                ranges.push(range);
+            }
+        }
+    }
+    ranges.sort_by_key(|range| (range.start, range.end));
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::new();
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    // Already masked: leave it, so that redacting twice changes nothing and allocates nothing.
+    merged.retain(|range| &bytes[range.clone()] != MASK.as_bytes());
+    merged
+}
+
+/// The byte range to mask in the URL whose `://` is at `separator`, when its userinfo ends at
+/// the `@` at `at`.
 fn secret_range(
     bytes: &[u8],
     separator: usize,
     authority: usize,
+    at: usize,
 ) -> Option<std::ops::Range<usize>> {
-    let at = userinfo_end(bytes, authority)?;
     let userinfo = &bytes[authority..at];
-    let range = match userinfo.iter().position(|&b| b == b':') {
-        Some(colon) if colon + 1 < userinfo.len() => authority + colon + 1..at,
+    match userinfo.iter().position(|&b| b == b':') {
+        Some(colon) if colon + 1 < userinfo.len() => Some(authority + colon + 1..at),
         // No password (or an empty one): only for http(s) is the user itself the secret.
         colon => {
             let user_end = authority + colon.unwrap_or(userinfo.len());
-            if user_end == authority || !is_http(scheme(bytes, separator)) {
-                return None;
-            }
-            authority..user_end
+            (user_end != authority && is_http(scheme(bytes, separator)))
+                .then_some(authority..user_end)
         }
-    };
-    // Already masked: leave it, so that redacting twice changes nothing and allocates nothing.
-    (&bytes[range.clone()] != MASK.as_bytes()).then_some(range)
+    }
 }
 
-/// The position of the `@` that ends the userinfo of the authority starting at `start`, if any.
-fn userinfo_end(bytes: &[u8], start: usize) -> Option<usize> {
+/// The positions of the `@`s that may end the userinfo of the authority starting at `start`;
+/// `quote_closes`: a `'` ends the URL.
+fn userinfo_ends(bytes: &[u8], start: usize, quote_closes: bool) -> Vec<usize> {
     let mut end = start;
-    let mut last_at = None;
+    let mut ats = Vec::new();
     let mut first_colon = None;
     let mut in_brackets = false; // an IPv6 literal: its colons are not a port separator
     while end < bytes.len() {
         match bytes[end] {
             b'/' | b'?' | b'#' | b'\\' => break,
-            b if ends_token(b) => break,
-            b'@' => last_at = Some(end),
+            b if ends_token(b, quote_closes) => break,
+            b'@' => ats.push(end),
             b'[' => in_brackets = true,
             b']' => in_brackets = false,
             b':' if first_colon.is_none() && !in_brackets => first_colon = Some(end),
@@ -98,36 +199,39 @@ fn userinfo_end(bytes: &[u8], start: usize) -> Option<usize> {
         }
         end += 1;
     }
-    if last_at.is_some() {
-        return last_at;
+    if !ats.is_empty() {
+        return ats;
     }
     // No `@` in the authority. If it has `user:` followed by something that is not a port, the
     // URL is malformed and may be a password with a raw `/` in it: look further, to the end of
     // the token, for the `@`.
-    let colon = first_colon?;
+    let Some(colon) = first_colon else {
+        return ats;
+    };
     if bytes[colon + 1..end].iter().all(u8::is_ascii_digit) {
-        return None;
+        return ats;
     }
     let mut i = end;
     while i < bytes.len() {
         match bytes[i] {
             // An escaped quote (as in Debug or JSON output) does not end the token.
             b'\\' => i += 1,
-            b'@' => last_at = Some(i),
-            b if ends_token(b) => break,
+            b'@' => ats.push(i),
+            b if ends_token(b, quote_closes) => break,
             _ => {}
         }
         i += 1;
     }
-    last_at
+    ats
 }
 
-/// Bytes that end a URL in running text: whitespace and control characters, quotes, backticks
-/// and angle brackets.
-fn ends_token(b: u8) -> bool {
+/// Bytes that end a URL in running text: whitespace and control characters, double quotes,
+/// backticks and angle brackets (none of which a URL holds raw), and, when `quote_closes`, `'`.
+fn ends_token(b: u8, quote_closes: bool) -> bool {
     b.is_ascii_whitespace()
         || b.is_ascii_control()
-        || matches!(b, b'"' | b'\'' | b'`' | b'<' | b'>')
+        || matches!(b, b'"' | b'`' | b'<' | b'>')
+        || (quote_closes && b == b'\'')
 }
 
 /// The scheme before the `://` at `separator`: the longest run of scheme characters.
@@ -275,6 +379,14 @@ mod tests {
         );
         // A password that looks like a mask but is not one.
         check("https://u:****@h", "https://u:***@h");
+        // `'` is allowed raw in a password, and also closes a quoted URL: both readings count.
+        check("http://0:~a'=0_@a", "http://0:***@a");
+        check(" http://0:!0_A&'@a ", " http://0:***@a ");
+        check("'http://u:a'b@h'", "'http://u:***@h'");
+        check("'http://TOKEN@h'x:y@z", "'http://***@h'x:***@z");
+        check("'https://u:secret@h' and 'x@y'", "'https://u:***@h' and 'x@y'");
+        // Text glued to a URL with an `@` in it.
+        check(" http://a--aa0@a:0@", " http://***@a:***@");
     }
 
     #[test]
@@ -310,6 +422,31 @@ mod tests {
         check("https://u:p@[::1]:8443/x", "https://u:***@[::1]:8443/x");
         check("https://TOKEN@[fe80::1]/x", "https://***@[fe80::1]/x");
         unchanged("git://[::1]:9418/repo");
+    }
+
+    #[test]
+    fn registered_secrets_are_masked_anywhere() {
+        // Unique strings: the registry is process-wide and other tests share it.
+        let secret = "zq-unit-secret-7Hk\"x\\y";
+        add_secret(secret);
+        check(&format!("token {secret} in a line"), "token *** in a line");
+        // As JSON and Debug escape it.
+        let json = serde_json::json!({ "error": format!("bad {secret}") }).to_string();
+        assert_eq!(redact(&json), r#"{"error":"bad ***"}"#);
+        check(&format!("{:?}", format!("x{secret}x")), "\"x***x\"");
+        // Inside a URL as a bare token, and glued to other text.
+        check(
+            &format!("https://{secret}@h/x and a{secret}b"),
+            "https://***@h/x and a***b",
+        );
+        // A secret that contains another registered one is masked whole.
+        add_secret("zq-unit-inner");
+        add_secret("zq-unit-inner-and-more");
+        check("zq-unit-inner-and-more zq-unit-inner", "*** ***");
+        // Short secrets are not registered.
+        add_secret("abc");
+        unchanged("abc abc");
+        unchanged("no secret here");
     }
 
     #[test]

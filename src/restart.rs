@@ -54,7 +54,7 @@ pub fn commands(settings: &Settings, services: &Services) -> Vec<Vec<String>> {
 /// cannot start is exit 6, with the last line compose printed in the message.
 pub fn run(words: &[String], workdir: &Path, timeout: Duration) -> anyhow::Result<()> {
     let shown = shell_words::join(words);
-    let handle = duct::cmd(&words[0], &words[1..])
+    let handle = in_own_group(duct::cmd(&words[0], &words[1..]))
         .dir(workdir)
         .stdin_null()
         .stderr_to_stdout()
@@ -71,7 +71,7 @@ pub fn run(words: &[String], workdir: &Path, timeout: Duration) -> anyhow::Resul
     {
         Some(output) => output.clone(),
         None => {
-            let _ = handle.kill();
+            kill_group(&handle);
             return Err(Failure::new(
                 ExitCode::RestartFailed,
                 format!("restart failed: `{shown}` did not finish within {}s and was killed; the next run retries", timeout.as_secs()),
@@ -91,6 +91,27 @@ pub fn run(words: &[String], workdir: &Path, timeout: Duration) -> anyhow::Resul
     };
     Err(anyhow::anyhow!("compose output:\n{}", text.trim_end())
         .context(Failure::new(ExitCode::RestartFailed, message)))
+}
+
+/// Start the command in a process group of its own, so that a time-out can kill it together
+/// with everything it started (`sh -c` hooks, compose plugins, build helpers).
+pub(crate) fn in_own_group(expression: duct::Expression) -> duct::Expression {
+    use std::os::unix::process::CommandExt;
+    expression.before_spawn(|command| {
+        command.process_group(0);
+        Ok(())
+    })
+}
+
+/// Kill the process group of a command started with [`in_own_group`], then reap it.
+pub(crate) fn kill_group(handle: &duct::Handle) {
+    for pid in handle.pids() {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+        }
+    }
+    let _ = handle.kill();
 }
 
 fn exit_description(status: &std::process::ExitStatus) -> String {

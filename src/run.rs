@@ -70,7 +70,7 @@ fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
         &checkout.repo,
         &checkout.remote,
         &checkout.remote_branch,
-        FETCH_TIMEOUT,
+        checkout.deadline.min(FETCH_TIMEOUT),
     )?;
     step(
         settings,
@@ -162,10 +162,7 @@ fn update_and_act(
     };
 
     if !plan.services.is_nothing() {
-        hooks::run(
-            settings,
-            &checkout.workdir,
-            Hook::Before,
+        hooks::run(settings, &checkout.workdir, checkout.deadline.min(settings.restart_timeout), Hook::Before,
             &facts(outcome, "updating", None),
         )?;
     }
@@ -186,10 +183,7 @@ fn update_and_act(
     )?;
     failpoint::hit("after-record");
     outcome.deployed = Some(plan.tip);
-    if let Err(err) = hooks::run(
-        settings,
-        &checkout.workdir,
-        Hook::AfterSuccess,
+    if let Err(err) = hooks::run(settings, &checkout.workdir, checkout.deadline.min(settings.restart_timeout), Hook::AfterSuccess,
         &facts(outcome, "updated", None),
     ) {
         // The update and the restart stand; the operator's own follow-up failed.
@@ -298,7 +292,7 @@ fn run_commands(
             settings,
             format_args!("running `{}`", shell_words::join(&words)),
         );
-        restart::run(&words, &checkout.workdir, settings.restart_timeout)?;
+        restart::run(&words, &checkout.workdir, checkout.deadline.min(settings.restart_timeout))?;
     }
     Ok(())
 }
@@ -325,7 +319,7 @@ fn wait_healthy(
         &restart::prefix(settings),
         &checkout.workdir,
         &names,
-        settings.health_timeout,
+        checkout.deadline.min(settings.health_timeout),
         settings.health_settle,
     )
 }
@@ -342,7 +336,7 @@ fn on_failure_hook(
         exit_code: code.code(),
         ..facts(outcome, code.failure_result(), Some(message))
     };
-    if let Err(hook_err) = hooks::run(settings, &checkout.workdir, Hook::OnFailure, &facts) {
+    if let Err(hook_err) = hooks::run(settings, &checkout.workdir, checkout.deadline.min(settings.restart_timeout), Hook::OnFailure, &facts) {
         eprintln!(
             "pullstart: warning: {}",
             crate::redact::redact(&format!("{hook_err:#}"))
@@ -441,7 +435,7 @@ pub(crate) fn select_services(
         compose::read(
             &restart::prefix(settings),
             &checkout.workdir,
-            COMPOSE_CONFIG_TIMEOUT,
+            checkout.deadline.min(COMPOSE_CONFIG_TIMEOUT),
         )
         .map_err(|e| format!("{e:#}"))
     } else {

@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -127,6 +127,39 @@ pub struct Settings {
     /// The `--config` file's absolute path with symlinks resolved (canonical), to tell whether it
     /// lies inside the checkout.
     pub config_file_absolute: Option<PathBuf>,
+    /// The time limit for one run (each iteration of `watch`), counted from the start of
+    /// [`crate::run::execute`]: see [`Deadline`]. More than zero.
+    pub timeout: Duration,
+    /// The upper bound of the random sleep before a run or check (not `status`); may be zero.
+    pub splay: Duration,
+    /// Where to write the Prometheus metrics after each run or check.
+    pub metrics_file: Option<PathBuf>,
+    /// `Some(interval)`: the `watch` subcommand, which repeats `command` every interval (at
+    /// least [`MIN_WATCH_INTERVAL`]); `None`: one run.
+    pub watch: Option<Duration>,
+}
+
+/// The moment a run must be over by: [`Settings::timeout`] after the run started. Each step
+/// that waits (the fetch, a compose command, the health wait) waits at most [`Deadline::min`]
+/// of its own limit and what is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// `timeout` from now.
+    pub fn after(timeout: Duration) -> Deadline {
+        Deadline(Instant::now() + timeout)
+    }
+
+    /// What is left until the deadline; zero once it has passed.
+    pub fn remaining(self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+
+    /// The shorter of a step's own `limit` and what is left.
+    pub fn min(self, limit: Duration) -> Duration {
+        limit.min(self.remaining())
+    }
 }
 
 /// The compose command when neither the flag nor the file names one.
@@ -137,6 +170,10 @@ pub const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a restarted container must stay up when nothing sets it.
 pub const DEFAULT_HEALTH_SETTLE: Duration = Duration::from_secs(2);
+/// The time limit of a run when nothing sets it: a little under a 5-minute cron slot.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(4 * 60 + 30);
+/// The shortest interval `watch` accepts.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest duration accepted (a larger one is surely a typo, and would overflow timers).
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// The files whose change needs an image rebuild when the config does not list its own
@@ -200,15 +237,39 @@ impl Settings {
             }
             None => (Layer::default(), None),
         };
-        let command = match command.unwrap_or(CliCommand::Run) {
-            CliCommand::Run if flags.dry_run => Command::Check,
-            CliCommand::Run => Command::Run,
+        let command = command.unwrap_or(CliCommand::Run);
+        // `Some` for `watch`: its `--every` as given.
+        let every = match &command {
+            CliCommand::Watch(args) => Some(args.every.clone()),
+            _ => None,
+        };
+        let is_watch = every.is_some();
+        let command = match command {
+            // `watch --dry-run` repeats `check`.
+            CliCommand::Run | CliCommand::Watch(_) if flags.dry_run => Command::Check,
+            CliCommand::Run | CliCommand::Watch(_) => Command::Run,
             CliCommand::Check => Command::Check,
             // Status changes nothing: --dry-run is already true of it.
             CliCommand::Status => Command::Status,
         };
+        let every_flag = every
+            .flatten()
+            .map(|text| parse_interval(&text))
+            .transpose()
+            .map_err(|problem| Failure::usage(format!("--every: {problem}")))?;
         let config_file = flags.config.clone();
         let flags = Layer::from_flags(flags)?;
+        // The file's `every` is read only by `watch`, so one file can serve cron and a sidecar.
+        let watch =
+            match every_flag.or(file.every) {
+                _ if !is_watch => None,
+                Some(every) => Some(every),
+                None => return Err(Failure::usage(
+                    "watch: the interval is missing; give it with --every, like `pullstart watch \
+                     --every 5m`, or set `every` in the config",
+                )
+                .into()),
+            };
 
         Ok(Settings {
             command,
@@ -267,6 +328,10 @@ impl Settings {
             verbose: flags.verbose.or(file.verbose).unwrap_or(false),
             config_file,
             config_file_absolute,
+            timeout: flags.timeout.or(file.timeout).unwrap_or(DEFAULT_TIMEOUT),
+            splay: flags.splay.or(file.splay).unwrap_or(Duration::ZERO),
+            metrics_file: flags.metrics_file.or(file.metrics_file),
+            watch,
         })
     }
 }
@@ -300,6 +365,11 @@ struct Layer {
     output: Option<OutputFormat>,
     quiet: Option<bool>,
     verbose: Option<bool>,
+    timeout: Option<Duration>,
+    splay: Option<Duration>,
+    metrics_file: Option<PathBuf>,
+    /// File only (the flag belongs to `watch` and is read in [`Settings::resolve`]).
+    every: Option<Duration>,
 }
 
 impl Layer {
@@ -358,7 +428,7 @@ impl Layer {
             allow_rebuild: flags.allow_rebuild.then_some(true),
             restart_timeout: flags
                 .restart_timeout
-                .map(|text| parse_timeout(&text))
+                .map(|text| parse_timeout("restart timeout", &text))
                 .transpose()
                 .map_err(flag("--restart-timeout"))?,
             health_timeout: flags
@@ -377,6 +447,22 @@ impl Layer {
             output: flags.output,
             quiet: flags.quiet.then_some(true),
             verbose: flags.verbose.then_some(true),
+            timeout: flags
+                .timeout
+                .map(|text| parse_timeout("timeout", &text))
+                .transpose()
+                .map_err(flag("--timeout"))?,
+            splay: flags
+                .splay
+                .map(|text| parse_duration("splay", &text))
+                .transpose()
+                .map_err(flag("--splay"))?,
+            metrics_file: flags
+                .metrics_file
+                .map(check_metrics_file)
+                .transpose()
+                .map_err(flag("--metrics-file"))?,
+            every: None,
         })
     }
 }
@@ -394,7 +480,7 @@ pub fn output_from_flags(cli: &Cli) -> OutputFormat {
 
 /// The keys a config file may hold, in the order the help lists them. Kept equal to
 /// [`RawConfig`]'s fields by a test.
-const CONFIG_KEYS: [&str; 19] = [
+const CONFIG_KEYS: [&str; 23] = [
     "repo",
     "remote",
     "branch",
@@ -414,6 +500,10 @@ const CONFIG_KEYS: [&str; 19] = [
     "ignore",
     "dependency_files",
     "hooks",
+    "timeout",
+    "splay",
+    "metrics_file",
+    "every",
 ];
 
 /// The config file's values as written, type-checked by serde but not yet validated. A key set to
@@ -442,6 +532,10 @@ struct RawConfig {
     ignore: Option<Vec<String>>,
     dependency_files: Option<Vec<String>>,
     hooks: Option<RawHooks>,
+    timeout: Option<String>,
+    splay: Option<String>,
+    metrics_file: Option<PathBuf>,
+    every: Option<String>,
 }
 
 /// The config's `services`, in either form.
@@ -681,7 +775,7 @@ impl ConfigFile {
             restart_timeout: raw
                 .restart_timeout
                 .as_deref()
-                .map(parse_timeout)
+                .map(|text| parse_timeout("restart timeout", text))
                 .transpose()
                 .map_err(self.key_error("restart_timeout"))?,
             health_timeout: raw
@@ -706,6 +800,32 @@ impl ConfigFile {
             output: raw.output,
             quiet: raw.quiet,
             verbose: raw.verbose,
+            timeout: raw
+                .timeout
+                .as_deref()
+                .map(|text| parse_timeout("timeout", text))
+                .transpose()
+                .map_err(self.key_error("timeout"))?,
+            splay: raw
+                .splay
+                .as_deref()
+                .map(|text| parse_duration("splay", text))
+                .transpose()
+                .map_err(self.key_error("splay"))?,
+            metrics_file: raw
+                .metrics_file
+                .as_deref()
+                .map(|path| {
+                    check_metrics_file(path.to_path_buf()).and_then(|path| self.path(&path))
+                })
+                .transpose()
+                .map_err(self.key_error("metrics_file"))?,
+            every: raw
+                .every
+                .as_deref()
+                .map(parse_interval)
+                .transpose()
+                .map_err(self.key_error("every"))?,
         })
     }
 
@@ -1344,16 +1464,46 @@ fn check_command(words: Vec<String>) -> Result<Vec<String>, String> {
     }
 }
 
-/// A restart timeout such as `90s`, `2m` or `1h 30m`: more than zero, at most a day.
-fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let duration = parse_duration("restart timeout", text)?;
+/// A time limit such as `90s`, `2m` or `1h 30m`: more than zero, at most a day.
+fn parse_timeout(what: &str, text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(what, text)?;
     if duration.is_zero() {
         return Err(format!(
-            "the restart timeout `{}` is zero; give a time like `90s` or `5m`",
+            "the {what} `{}` is zero; give a time like `90s` or `5m`",
             printable(text)
         ));
     }
     Ok(duration)
+}
+
+/// `watch`'s interval: at least [`MIN_WATCH_INTERVAL`], at most a day.
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration("interval", text)?;
+    if duration < MIN_WATCH_INTERVAL {
+        return Err(format!(
+            "the interval `{}` is less than 1s; give a time like `30s` or `5m`",
+            printable(text)
+        ));
+    }
+    Ok(duration)
+}
+
+/// The metrics file: a path that names a file (its directory must exist when it is written).
+fn check_metrics_file(path: PathBuf) -> Result<PathBuf, String> {
+    let path = check_path("metrics file", path)?;
+    let names_a_directory = path.as_os_str().as_encoded_bytes().ends_with(b"/")
+        || !matches!(
+            path.components().next_back(),
+            Some(std::path::Component::Normal(_))
+        );
+    if names_a_directory {
+        return Err(format!(
+            "`{}` names a directory; give the path of a file, like \
+             `/var/lib/node_exporter/textfile_collector/pullstart.prom`",
+            path.display()
+        ));
+    }
+    Ok(path)
 }
 
 /// A duration such as `90s`, `2m`, `1h 30m` or `0`: at most a day. Zero is allowed (the health
@@ -1457,8 +1607,172 @@ mod tests {
                 verbose: false,
                 config_file: None,
                 config_file_absolute: None,
+                timeout: Duration::from_secs(270),
+                splay: Duration::ZERO,
+                metrics_file: None,
+                watch: None,
             }
         );
+    }
+
+    #[test]
+    fn timeout_splay_and_metrics_file_flags() {
+        let s = resolve(&[
+            "--timeout",
+            "2m",
+            "--splay",
+            "30s",
+            "--metrics-file",
+            "m/pullstart.prom",
+        ]);
+        assert_eq!(s.timeout, Duration::from_secs(120));
+        assert_eq!(s.splay, Duration::from_secs(30));
+        assert_eq!(s.metrics_file, Some(PathBuf::from("m/pullstart.prom")));
+        assert_eq!(resolve(&["--splay", "0"]).splay, Duration::ZERO);
+        assert_eq!(
+            resolve(&["check", "--timeout=1h 30m"]).timeout,
+            Duration::from_secs(5400)
+        );
+        for (args, expected) in [
+            (
+                &["--timeout", "0s"][..],
+                "--timeout: the timeout `0s` is zero",
+            ),
+            (
+                &["--timeout", "soon"],
+                "--timeout: `soon` is not a duration",
+            ),
+            (
+                &["--timeout", "2days"],
+                "--timeout: the timeout `2days` is more than a day",
+            ),
+            (&["--timeout", "90"], "is not a duration"),
+            (&["--splay", "x"], "--splay: `x` is not a duration"),
+            (
+                &["--splay", "25h"],
+                "--splay: the splay `25h` is more than a day",
+            ),
+            (
+                &["--metrics-file", "/var/lib/"],
+                "--metrics-file: `/var/lib/` names a directory",
+            ),
+            (&["--metrics-file", "a/.."], "names a directory"),
+            (&["--metrics-file", "/"], "names a directory"),
+        ] {
+            let message = usage_error(args);
+            assert!(message.contains(expected), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn timeout_splay_metrics_file_and_every_in_the_file() {
+        let file =
+            config("timeout: 3m\nsplay: 10s\nmetrics_file: metrics/pullstart.prom\nevery: 2m\n");
+        let s = file.resolve(&[]);
+        assert_eq!(s.timeout, Duration::from_secs(180));
+        assert_eq!(s.splay, Duration::from_secs(10));
+        // Relative to the file's directory, like `repo`.
+        assert_eq!(
+            s.metrics_file,
+            Some(file.dir.path().join("metrics/pullstart.prom"))
+        );
+        assert_eq!(s.watch, None, "`every` alone does not make a run a watch");
+        let s = file.resolve(&["watch"]);
+        assert_eq!(s.watch, Some(Duration::from_secs(120)));
+        assert_eq!(s.command, Command::Run);
+
+        // Flags win.
+        let s = file.resolve(&[
+            "watch",
+            "--every",
+            "5s",
+            "--timeout",
+            "1m",
+            "--splay",
+            "0",
+            "--metrics-file",
+            "/abs.prom",
+        ]);
+        assert_eq!(s.watch, Some(Duration::from_secs(5)));
+        assert_eq!(s.timeout, Duration::from_secs(60));
+        assert_eq!(s.splay, Duration::ZERO);
+        assert_eq!(s.metrics_file, Some(PathBuf::from("/abs.prom")));
+
+        for (text, expected) in [
+            ("timeout: 0\n", "line 1: `timeout`: the timeout `0` is zero"),
+            (
+                "repo: .\nsplay: later\n",
+                "line 2: `splay`: `later` is not a duration",
+            ),
+            (
+                "metrics_file: dir/\n",
+                "line 1: `metrics_file`: `dir/` names a directory",
+            ),
+            (
+                "metrics_file: ''\n",
+                "`metrics_file`: the metrics file is empty",
+            ),
+            ("metrics_file: ~/m.prom\n", "`~` is not expanded here"),
+            (
+                "every: 100ms\n",
+                "line 1: `every`: the interval `100ms` is less than 1s",
+            ),
+            ("timeout: [1]\n", "`timeout`: invalid type"),
+        ] {
+            let message = config(text).error();
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn watch_needs_an_interval_of_at_least_a_second() {
+        let s = resolve(&["watch", "--every", "5m"]);
+        assert_eq!(s.watch, Some(Duration::from_secs(300)));
+        assert_eq!(s.command, Command::Run);
+        assert_eq!(
+            resolve(&["watch", "--every", "1s"]).watch,
+            Some(Duration::from_secs(1))
+        );
+        // `watch --dry-run` repeats `check`.
+        let s = resolve(&["--dry-run", "watch", "--every", "1m"]);
+        assert_eq!(
+            (s.command, s.watch),
+            (Command::Check, Some(Duration::from_secs(60)))
+        );
+        assert_eq!(resolve(&["run"]).watch, None);
+        assert_eq!(resolve(&["check"]).watch, None);
+
+        let message = usage_error(&["watch"]);
+        assert!(
+            message.starts_with("watch: the interval is missing; give it with --every"),
+            "{message}"
+        );
+        for (value, expected) in [
+            ("999ms", "--every: the interval `999ms` is less than 1s"),
+            ("0", "less than 1s"),
+            ("often", "--every: `often` is not a duration"),
+            ("2d", "more than a day"),
+        ] {
+            let message = usage_error(&["watch", "--every", value]);
+            assert!(message.contains(expected), "{value}: {message}");
+        }
+    }
+
+    #[test]
+    fn deadline() {
+        let deadline = Deadline::after(Duration::from_secs(60));
+        assert!(!deadline.is_past());
+        let left = deadline.remaining();
+        assert!(left > Duration::from_secs(59) && left <= Duration::from_secs(60));
+        assert_eq!(deadline.min(Duration::from_secs(5)), Duration::from_secs(5));
+        assert!(deadline.min(Duration::from_secs(120)) <= Duration::from_secs(60));
+        assert!(deadline.instant() > Instant::now());
+
+        let past = Deadline::after(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(past.is_past());
+        assert_eq!(past.remaining(), Duration::ZERO);
+        assert_eq!(past.min(Duration::from_secs(5)), Duration::ZERO);
     }
 
     #[test]
@@ -1904,7 +2218,7 @@ mod tests {
                  expected one of: repo, \
                  remote, branch, compose_command, compose_files, project_name, services, \
                  restart_timeout, rebuild_policy, health_timeout, health_settle, rollback, \
-                 detailed_exitcode, output, quiet, verbose, ignore, dependency_files, hooks",
+                 detailed_exitcode, output, quiet, verbose, ignore, dependency_files, hooks, timeout, splay, metrics_file, every",
                 file.path.display()
             )
         );

@@ -21,3 +21,7 @@ mod refusals;
 mod restart;
 mod select;
 mod transport;
+mod ops;
+mod transport_remote;
+mod faults;
+mod soak;

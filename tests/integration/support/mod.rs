@@ -13,6 +13,7 @@
 pub mod daemon;
 pub mod oracle;
 pub mod project;
+pub mod servers;
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
