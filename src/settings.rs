@@ -1761,16 +1761,14 @@ mod tests {
     #[test]
     fn deadline() {
         let deadline = Deadline::after(Duration::from_secs(60));
-        assert!(!deadline.is_past());
+        assert!(!deadline.remaining().is_zero());
         let left = deadline.remaining();
         assert!(left > Duration::from_secs(59) && left <= Duration::from_secs(60));
         assert_eq!(deadline.min(Duration::from_secs(5)), Duration::from_secs(5));
         assert!(deadline.min(Duration::from_secs(120)) <= Duration::from_secs(60));
-        assert!(deadline.instant() > Instant::now());
 
         let past = Deadline::after(Duration::ZERO);
         std::thread::sleep(Duration::from_millis(2));
-        assert!(past.is_past());
         assert_eq!(past.remaining(), Duration::ZERO);
         assert_eq!(past.min(Duration::from_secs(5)), Duration::ZERO);
     }
