@@ -214,7 +214,7 @@ Examples:
   pullstart watch --every 5m            the same run every 5 minutes (a sidecar container)
 
 In a crontab (silent unless something changed or failed):
-  */5 * * * * pullstart -C /srv/app --services web,worker 2>&1 | logger -t pullstart",
+  */5 * * * * pullstart -C /srv/app   (cron mails the one line an update or failure prints; see crontab.example)",
         table = ExitCode::TABLE
     )
 }

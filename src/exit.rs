@@ -140,6 +140,31 @@ mod tests {
     }
 
     #[test]
+    fn readme_and_help_list_every_code_with_its_result() {
+        let readme = include_str!("../README.md");
+        for (code, result) in [
+            (ExitCode::Success, "up_to_date"),
+            (ExitCode::Internal, "error"),
+            (ExitCode::Usage, "usage_error"),
+            (ExitCode::FetchFailed, "fetch_failed"),
+            (ExitCode::RefusedLocalChanges, "refused_local_changes"),
+            (ExitCode::RefusedNotFastForward, "refused_not_fast_forward"),
+            (ExitCode::RestartFailed, "restart_failed"),
+            (ExitCode::Locked, "locked"),
+            (ExitCode::RebuildRequired, "rebuild_required"),
+            (ExitCode::Updated, "updated"),
+        ] {
+            let row = format!("| {} | `{result}`", code.code());
+            assert!(readme.contains(&row), "README's exit-code table lacks `{row}`");
+            if code != ExitCode::Success && code != ExitCode::Updated {
+                assert_eq!(code.failure_result(), result);
+            }
+            let help_line = format!("\n  {:<3} ", code.code());
+            assert!(ExitCode::TABLE.contains(&help_line), "--help lacks code {}", code.code());
+        }
+    }
+
+    #[test]
     fn failure_inside_context_keeps_its_code() {
         let err = anyhow::Error::from(Failure::new(ExitCode::FetchFailed, "x")).context("outer");
         assert_eq!(code_of(&err), ExitCode::FetchFailed);
