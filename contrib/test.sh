@@ -28,4 +28,10 @@ else
     bash contrib/docker-setup.sh
 fi
 
-exec cargo test --locked --no-fail-fast "$@"
+# lighttpd, openssh-server and openssl for the https and ssh transport tests (idempotent).
+if [ "${PULLSTART_SKIP_SERVERS:-0}" != 1 ]; then
+    bash contrib/servers-setup.sh
+fi
+
+# The fault-injection tests need the fail points compiled in (a test-only feature).
+exec cargo test --locked --no-fail-fast --features failpoints "$@"

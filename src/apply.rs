@@ -22,7 +22,7 @@ use gix::refs::Target;
 
 use crate::checkout::Checkout;
 use crate::failpoint;
-use crate::journal::{self, Journal};
+use crate::journal;
 use crate::plan::{Change, Plan};
 
 /// The reflog message of a branch move, as the contract promises.
@@ -42,10 +42,8 @@ pub fn apply(
     let repo = &checkout.repo;
     let workdir = checkout.workdir.as_path();
     edit_index(&mut index, &plan.changes);
-    // From here until the journal is removed, a killed run leaves a journal that the next run
-    // uses to finish this update (see `recover`).
-    let journal = Journal { old: plan.head, new: plan.tip, pid: std::process::id() };
-    journal::write(checkout.git_dir(), &journal)?;
+    // The caller wrote the journal (phase applying): from here until it is removed below, a
+    // killed run leaves it for the next run, which finishes this update (see `recover`).
     failpoint::hit("after-journal");
 
     for change in plan.changes.iter().filter(|c| c.old.is_some()) {
@@ -186,9 +184,10 @@ fn remove_empty_dirs_upward(dir: &Path, workdir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// `workdir/path`, after checking that every leading component below the worktree is a real
-/// directory: never a symlink (writing through it could land outside the worktree) and never a
-/// file. `Ok(None)` when a leading component does not exist.
+/// `workdir/path` for removal, after checking that every leading component below the worktree is
+/// a real directory: never a symlink (removing through it could reach outside the worktree) and
+/// never a file. `Ok(None)` when a leading component is missing or not a directory: then there is
+/// nothing of ours to remove.
 fn safe_path(workdir: &Path, path: &BStr) -> anyhow::Result<Option<PathBuf>> {
     let mut abs = workdir.to_path_buf();
     let components: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
@@ -199,10 +198,9 @@ fn safe_path(workdir: &Path, path: &BStr) -> anyhow::Result<Option<PathBuf>> {
         abs.push(Path::new(OsStr::from_bytes(component)));
         match std::fs::symlink_metadata(&abs) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => bail!(
-                "refusing to write through `{}`: it is not a directory",
-                abs.display()
-            ),
+            // Not a directory: a file that replaced it, written by an interrupted run of this
+            // same update. Nothing of the old tree lies below it, and nothing goes through it.
+            Ok(_) => return Ok(None),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(err) => {
                 return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))

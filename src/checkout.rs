@@ -73,7 +73,15 @@ pub fn open(settings: &Settings) -> anyhow::Result<Checkout> {
         None => upstream_branch(&repo, &branch)?
             .unwrap_or_else(|| branch.shorten().to_str_lossy().into_owned()),
     };
-    Ok(Checkout { repo, workdir, branch, head, remote, remote_branch, deadline: Deadline::after(settings.timeout) })
+    Ok(Checkout {
+        repo,
+        workdir,
+        branch,
+        head,
+        remote,
+        remote_branch,
+        deadline: Deadline::after(settings.timeout),
+    })
 }
 
 fn open_repository(dir: &Path) -> anyhow::Result<gix::Repository> {

@@ -200,6 +200,17 @@ pub struct Options {
     /// only) [config: metrics_file]
     #[arg(long, value_name = "FILE", global = true)]
     pub metrics_file: Option<PathBuf>,
+
+    /// The private key for ssh remotes (a deploy key), passed to ssh as `-i FILE -o
+    /// IdentitiesOnly=yes` [config: ssh_key]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ssh_key: Option<PathBuf>,
+
+    /// A file holding the token for https remotes (never the token itself on the command line,
+    /// where `ps` shows it; the environment variable PULLSTART_TOKEN also works) [config:
+    /// token_file]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// The text after `--help`: the exit-code table of the contract and a few examples.

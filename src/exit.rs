@@ -155,12 +155,19 @@ mod tests {
             (ExitCode::Updated, "updated"),
         ] {
             let row = format!("| {} | `{result}`", code.code());
-            assert!(readme.contains(&row), "README's exit-code table lacks `{row}`");
+            assert!(
+                readme.contains(&row),
+                "README's exit-code table lacks `{row}`"
+            );
             if code != ExitCode::Success && code != ExitCode::Updated {
                 assert_eq!(code.failure_result(), result);
             }
             let help_line = format!("\n  {:<3} ", code.code());
-            assert!(ExitCode::TABLE.contains(&help_line), "--help lacks code {}", code.code());
+            assert!(
+                ExitCode::TABLE.contains(&help_line),
+                "--help lacks code {}",
+                code.code()
+            );
         }
     }
 

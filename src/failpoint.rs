@@ -8,7 +8,9 @@
 pub fn hit(name: &str) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static HITS: AtomicUsize = AtomicUsize::new(0);
-    let Ok(spec) = std::env::var("PULLSTART_FAILPOINT") else { return };
+    let Ok(spec) = std::env::var("PULLSTART_FAILPOINT") else {
+        return;
+    };
     let (target, nth) = match spec.split_once(':') {
         Some((target, n)) => (target.to_string(), n.parse::<usize>().unwrap_or(1)),
         None => (spec.clone(), 1),

@@ -26,6 +26,8 @@
 //!   credential helpers, never from a prompt.
 
 mod http;
+/// The environment variable holding an https token; kept out of the compose and hook commands.
+pub use http::TOKEN_ENV;
 mod ssh;
 
 use std::fmt::Write as _;
@@ -88,6 +90,7 @@ pub struct FetchOptions {
 
 impl FetchOptions {
     /// Only a timeout: ssh and credentials as the checkout and the environment configure them.
+    #[cfg(test)]
     pub fn new(timeout: Duration) -> Self {
         FetchOptions {
             timeout,
@@ -98,6 +101,7 @@ impl FetchOptions {
 }
 
 /// [`fetch_with`] with only a timeout.
+#[cfg(test)]
 pub fn fetch(
     repo: &gix::Repository,
     remote: &str,
@@ -583,10 +587,13 @@ fn seconds(duration: Duration) -> String {
     let mut out = String::new();
     if duration < Duration::from_secs(1) {
         let _ = write!(out, "{} ms", duration.as_millis());
-    } else if duration.subsec_millis() == 0 {
-        let _ = write!(out, "{} s", duration.as_secs());
     } else {
-        let _ = write!(out, "{:.1} s", duration.as_secs_f64());
+        // One decimal, without a trailing `.0`: what is left of a deadline (2.98 s) reads `3 s`.
+        let _ = write!(out, "{:.1}", duration.as_secs_f64());
+        if out.ends_with(".0") {
+            out.truncate(out.len() - 2);
+        }
+        out.push_str(" s");
     }
     out
 }
@@ -1341,6 +1348,8 @@ mod tests {
     fn short_words() {
         assert_eq!(seconds(Duration::from_secs(2)), "2 s");
         assert_eq!(seconds(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(seconds(Duration::from_millis(2980)), "3 s");
+        assert_eq!(seconds(Duration::from_millis(120_000)), "120 s");
         assert_eq!(seconds(Duration::from_millis(250)), "250 ms");
         assert_eq!(lowercase_first("Could not connect"), "could not connect");
         assert_eq!(lowercase_first("IO error"), "IO error");

@@ -107,8 +107,14 @@ pub fn blocked_paths(
 /// After a killed update: the changed paths whose worktree content is neither the old nor the
 /// new version (nor missing) hold local work that finishing the update would overwrite. A
 /// directory is pullstart's when a changed path lies below it.
-pub fn foreign_content(repo: &gix::Repository, index: &gix::index::State, changes: &[Change]) -> anyhow::Result<Vec<Blocked>> {
-    let workdir = repo.workdir().context("the repository has no working tree")?;
+pub fn foreign_content(
+    repo: &gix::Repository,
+    index: &gix::index::State,
+    changes: &[Change],
+) -> anyhow::Result<Vec<Blocked>> {
+    let workdir = repo
+        .workdir()
+        .context("the repository has no working tree")?;
     let mut guard = Guard::new(repo, workdir, index, changes)?;
     let paths: HashSet<&BStr> = changes.iter().map(|c| c.path.as_bstr()).collect();
     let mut blocked = Vec::new();
@@ -116,26 +122,43 @@ pub fn foreign_content(repo: &gix::Repository, index: &gix::index::State, change
         let path = change.path.as_bstr();
         if let Some(component) = guard.first_non_directory_ancestor(path) {
             if !paths.contains(component.as_bstr()) {
-                blocked.push(Blocked { path: component, reason: Reason::Modified });
+                blocked.push(Blocked {
+                    path: component,
+                    reason: Reason::Modified,
+                });
             }
             continue; // the component is a changed path of its own, checked there
         }
         let abs = guard.abs(path);
-        let Ok(metadata) = std::fs::symlink_metadata(&abs) else { continue };
+        let Ok(metadata) = std::fs::symlink_metadata(&abs) else {
+            continue;
+        };
         if metadata.is_dir() {
             let mut prefix = path.to_owned();
             prefix.push(b'/');
             let ours = paths.iter().any(|p| p.starts_with(&prefix));
-            let submodule = [change.old, change.new].iter().flatten().any(|e| e.kind == EntryKind::Commit);
+            let submodule = [change.old, change.new]
+                .iter()
+                .flatten()
+                .any(|e| e.kind == EntryKind::Commit);
             if !ours && !submodule {
-                blocked.push(Blocked { path: path.to_owned(), reason: Reason::Untracked });
+                blocked.push(Blocked {
+                    path: path.to_owned(),
+                    reason: Reason::Untracked,
+                });
             }
             continue;
         }
         let id = guard.hash_worktree_file(path, &abs, metadata.is_symlink())?;
-        let known = [change.old, change.new].iter().flatten().any(|e| e.id == id);
+        let known = [change.old, change.new]
+            .iter()
+            .flatten()
+            .any(|e| e.id == id);
         if !known {
-            blocked.push(Blocked { path: path.to_owned(), reason: Reason::Modified });
+            blocked.push(Blocked {
+                path: path.to_owned(),
+                reason: Reason::Modified,
+            });
         }
     }
     dedup_keep_order(&mut blocked);

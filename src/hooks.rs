@@ -77,12 +77,19 @@ pub fn refuse_hooks_inside_checkout(settings: &Settings, workdir: &Path) -> anyh
 
 /// Run `hook` if configured. A failing hook is an error naming it (exit 6 for `before`, which
 /// stops the action; the caller decides what a failing `after_success` or `on_failure` means).
-pub fn run(settings: &Settings, workdir: &Path, timeout: Duration, hook: Hook, facts: &Facts) -> anyhow::Result<()> {
+pub fn run(
+    settings: &Settings,
+    workdir: &Path,
+    timeout: Duration,
+    hook: Hook,
+    facts: &Facts,
+) -> anyhow::Result<()> {
     let Some(command) = hook.command(&settings.hooks) else {
         return Ok(());
     };
     let hex = |id: Option<ObjectId>| id.map(|id| id.to_string()).unwrap_or_default();
     let handle = crate::restart::in_own_group(duct::cmd("sh", ["-c", command]))
+        .env_remove(crate::fetch::TOKEN_ENV)
         .dir(workdir)
         .env("PULLSTART_HOOK", hook.name())
         .env("PULLSTART_RESULT", &facts.result)
@@ -109,11 +116,7 @@ pub fn run(settings: &Settings, workdir: &Path, timeout: Duration, hook: Hook, f
         Some(output) => output.clone(),
         None => {
             crate::restart::kill_group(&handle);
-            return Err(failure(format!(
-                "did not finish within {}",
-                humantime(timeout)
-            ))
-            .into());
+            return Err(failure(format!("did not finish within {}", humantime(timeout))).into());
         }
     };
     if output.status.success() {

@@ -17,8 +17,21 @@ pub struct Journal {
     pub old: Option<ObjectId>,
     /// The commit the update moves to.
     pub new: ObjectId,
-    /// The process that wrote it, to tell its own leftover locks from a live git's.
+    /// The process that wrote it.
     pub pid: u32,
+    pub phase: Phase,
+    /// The identity (inode and birth time) of the `index.lock` this run created: a lock with it is the killed
+    /// run's own and may be removed; any other may belong to a live git and is left alone.
+    pub lock_identity: Option<u64>,
+}
+
+/// How far the update got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Checking for local changes: nothing has been touched yet.
+    Guarding,
+    /// Writing the worktree, the index and the branch.
+    Applying,
 }
 
 pub fn path(git_dir: &Path) -> PathBuf {
@@ -31,10 +44,19 @@ pub fn write(git_dir: &Path, journal: &Journal) -> anyhow::Result<()> {
     let final_path = path(git_dir);
     let tmp = git_dir.join(format!("pullstart-journal.{}.tmp", std::process::id()));
     let text = format!(
-        "pullstart journal 1\nold {}\nnew {}\npid {}\n",
-        journal.old.map_or_else(|| "none".to_string(), |id| id.to_string()),
+        "pullstart journal 1\nold {}\nnew {}\npid {}\nphase {}\nlock_identity {}\n",
+        journal
+            .old
+            .map_or_else(|| "none".to_string(), |id| id.to_string()),
         journal.new,
-        journal.pid
+        journal.pid,
+        match journal.phase {
+            Phase::Guarding => "guarding",
+            Phase::Applying => "applying",
+        },
+        journal
+            .lock_identity
+            .map_or_else(|| "none".to_string(), |ino| ino.to_string()),
     );
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -57,7 +79,10 @@ pub fn read(git_dir: &Path) -> anyhow::Result<Option<Journal>> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err).with_context(|| format!("failed to read the journal `{}`", path.display())),
+        Err(err) => {
+            return Err(err)
+                .with_context(|| format!("failed to read the journal `{}`", path.display()))
+        }
     };
     parse(&text).map(Some).ok_or_else(|| {
         Failure::usage(format!(
@@ -73,14 +98,36 @@ fn parse(text: &str) -> Option<Journal> {
     if lines.next()? != "pullstart journal 1" {
         return None;
     }
-    let mut value = |key: &str| lines.next()?.strip_prefix(key)?.strip_prefix(' ').map(str::to_owned);
+    let mut value = |key: &str| {
+        lines
+            .next()?
+            .strip_prefix(key)?
+            .strip_prefix(' ')
+            .map(str::to_owned)
+    };
     let old = value("old")?;
     let new = value("new")?;
     let pid = value("pid")?;
+    let phase = value("phase")?;
+    let lock_identity = value("lock_identity")?;
     Some(Journal {
-        old: if old == "none" { None } else { Some(ObjectId::from_hex(old.as_bytes()).ok()?) },
+        old: if old == "none" {
+            None
+        } else {
+            Some(ObjectId::from_hex(old.as_bytes()).ok()?)
+        },
         new: ObjectId::from_hex(new.as_bytes()).ok()?,
         pid: pid.parse().ok()?,
+        phase: match phase.as_str() {
+            "guarding" => Phase::Guarding,
+            "applying" => Phase::Applying,
+            _ => return None,
+        },
+        lock_identity: if lock_identity == "none" {
+            None
+        } else {
+            Some(lock_identity.parse().ok()?)
+        },
     })
 }
 
@@ -97,7 +144,8 @@ pub fn remove(git_dir: &Path) -> anyhow::Result<()> {
 
 /// Whether the process that wrote the journal is still a live pullstart.
 pub fn writer_alive(journal: &Journal) -> bool {
-    std::fs::read_to_string(format!("/proc/{}/comm", journal.pid)).is_ok_and(|comm| comm.trim() == "pullstart")
+    std::fs::read_to_string(format!("/proc/{}/comm", journal.pid))
+        .is_ok_and(|comm| comm.trim() == "pullstart")
         && journal.pid != std::process::id()
 }
 
@@ -108,16 +156,32 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_junk() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal { old: None, new: ObjectId::from_hex(b"0123456789012345678901234567890123456789").unwrap(), pid: 42 };
+        let journal = Journal {
+            old: None,
+            new: ObjectId::from_hex(b"0123456789012345678901234567890123456789").unwrap(),
+            pid: 42,
+            phase: Phase::Guarding,
+            lock_identity: None,
+        };
         write(dir.path(), &journal).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(journal.clone()));
-        let with_old = Journal { old: Some(journal.new), ..journal };
+        let with_old = Journal {
+            old: Some(journal.new),
+            phase: Phase::Applying,
+            lock_identity: Some(7),
+            ..journal
+        };
         write(dir.path(), &with_old).unwrap();
         assert_eq!(read(dir.path()).unwrap(), Some(with_old));
         remove(dir.path()).unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
         remove(dir.path()).unwrap();
-        for junk in ["", "pullstart journal 1\nold x\n", "hello", "pullstart journal 1\nold none\nnew 12\npid 1\n"] {
+        for junk in [
+            "",
+            "pullstart journal 1\nold x\n",
+            "hello",
+            "pullstart journal 1\nold none\nnew 12\npid 1\n",
+        ] {
             std::fs::write(path(dir.path()), junk).unwrap();
             let err = read(dir.path()).unwrap_err();
             assert!(err.to_string().contains("damaged"), "{junk:?}: {err}");

@@ -17,7 +17,8 @@ mod journal;
 mod lock;
 mod metrics;
 mod plan;
-#[cfg(test)] mod props;
+#[cfg(test)]
+mod props;
 mod record;
 mod recover;
 mod redact;

@@ -25,7 +25,10 @@ use crate::settings::Settings;
 
 fn config() -> Config {
     // PROPTEST_CASES (read by `Config::default`) sets the number of cases.
-    Config { failure_persistence: None, ..Config::default() }
+    Config {
+        failure_persistence: None,
+        ..Config::default()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -33,11 +36,28 @@ fn config() -> Config {
 // ---------------------------------------------------------------------------------------------
 
 fn any_scheme() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec!["http", "https", "HTTPS", "git+https", "ssh", "git", "ftp", "git+ssh", "svn+ssh"])
+    prop::sample::select(vec![
+        "http",
+        "https",
+        "HTTPS",
+        "git+https",
+        "ssh",
+        "git",
+        "ftp",
+        "git+ssh",
+        "svn+ssh",
+    ])
 }
 
 fn http_scheme() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec!["http", "https", "HTTP", "Https", "git+https", "git+http"])
+    prop::sample::select(vec![
+        "http",
+        "https",
+        "HTTP",
+        "Https",
+        "git+https",
+        "git+http",
+    ])
 }
 
 /// A user name as URLs carry it: unreserved characters and percent-escapes.
@@ -77,7 +97,20 @@ fn text() -> impl Strategy<Value = String> {
 
 /// What may stand right before a URL in running text: none of the scheme's own characters.
 fn before() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec![" ", "\n", "\t", "\"", "'", "`", "(", "<", "=", ": ", "[", "{\"url\":\""])
+    prop::sample::select(vec![
+        " ",
+        "\n",
+        "\t",
+        "\"",
+        "'",
+        "`",
+        "(",
+        "<",
+        "=",
+        ": ",
+        "[",
+        "{\"url\":\"",
+    ])
 }
 
 /// What may end a URL in running text.
@@ -160,7 +193,11 @@ fn names() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn kind() -> impl Strategy<Value = EntryKind> {
-    prop::sample::select(vec![EntryKind::Blob, EntryKind::BlobExecutable, EntryKind::Link])
+    prop::sample::select(vec![
+        EntryKind::Blob,
+        EntryKind::BlobExecutable,
+        EntryKind::Link,
+    ])
 }
 
 /// `.git` in any case.
@@ -233,11 +270,36 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 
 const KEYS: &[&str] = &[
-    "repo", "remote", "branch", "compose_command", "compose_files", "project_name", "services",
-    "restart_timeout", "rebuild_policy", "health_timeout", "health_settle", "rollback",
-    "detailed_exitcode", "output", "quiet", "verbose", "ignore", "dependency_files", "hooks",
-    "timeout", "splay", "metrics_file", "every", "before", "after_success", "on_failure", "web",
-    "paths", "servics", "",
+    "repo",
+    "remote",
+    "branch",
+    "compose_command",
+    "compose_files",
+    "project_name",
+    "services",
+    "restart_timeout",
+    "rebuild_policy",
+    "health_timeout",
+    "health_settle",
+    "rollback",
+    "detailed_exitcode",
+    "output",
+    "quiet",
+    "verbose",
+    "ignore",
+    "dependency_files",
+    "hooks",
+    "timeout",
+    "splay",
+    "metrics_file",
+    "every",
+    "before",
+    "after_success",
+    "on_failure",
+    "web",
+    "paths",
+    "servics",
+    "",
 ];
 
 /// Pieces of YAML and of things that are almost YAML.
@@ -245,12 +307,71 @@ fn yaml_token() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(KEYS).prop_map(|k| format!("{k}:")),
         prop::sample::select(vec![
-            " ", "  ", "\n", "\n  ", "\n- ", "- ", ": ", ":", "[", "]", "{", "}", ",", "\"", "'", "&a ",
-            "*a", "<<: *a", "!!binary ", "!tag ", "|", ">-", "? ", "---\n", "...\n", "%YAML 1.2\n",
-            "# comment", "\t", "~", "null", "yes", "no", "true", "0", "-1", "1.5", "1e400", "0x1f",
-            "5m", "30s", "0s", "25h", "1 minute", "stop", "restart", "rebuild", "json", "text",
-            "docker compose", "\"\\n\"", "\"\\u0000\"", "\"a\\tb\"", "../x", "/", ".", "é", "🚀",
-            "\r\n", "\u{feff}", "\u{85}", "=", "@", "`", "$(x)", "${X}",
+            " ",
+            "  ",
+            "\n",
+            "\n  ",
+            "\n- ",
+            "- ",
+            ": ",
+            ":",
+            "[",
+            "]",
+            "{",
+            "}",
+            ",",
+            "\"",
+            "'",
+            "&a ",
+            "*a",
+            "<<: *a",
+            "!!binary ",
+            "!tag ",
+            "|",
+            ">-",
+            "? ",
+            "---\n",
+            "...\n",
+            "%YAML 1.2\n",
+            "# comment",
+            "\t",
+            "~",
+            "null",
+            "yes",
+            "no",
+            "true",
+            "0",
+            "-1",
+            "1.5",
+            "1e400",
+            "0x1f",
+            "5m",
+            "30s",
+            "0s",
+            "25h",
+            "1 minute",
+            "stop",
+            "restart",
+            "rebuild",
+            "json",
+            "text",
+            "docker compose",
+            "\"\\n\"",
+            "\"\\u0000\"",
+            "\"a\\tb\"",
+            "../x",
+            "/",
+            ".",
+            "é",
+            "🚀",
+            "\r\n",
+            "\u{feff}",
+            "\u{85}",
+            "=",
+            "@",
+            "`",
+            "$(x)",
+            "${X}",
         ])
         .prop_map(str::to_string),
         "[a-z_]{1,8}",
@@ -287,7 +408,11 @@ fn yaml_value(depth: u32) -> BoxedStrategy<serde_yaml::Value> {
 }
 
 fn yaml_document() -> impl Strategy<Value = Vec<u8>> {
-    yaml_value(3).prop_map(|value| serde_yaml::to_string(&value).unwrap_or_default().into_bytes())
+    yaml_value(3).prop_map(|value| {
+        serde_yaml::to_string(&value)
+            .unwrap_or_default()
+            .into_bytes()
+    })
 }
 
 /// Resolving `--config FILE` with these bytes: never a panic; an error is one line starting with
@@ -325,5 +450,21 @@ proptest! {
     fn config_of_well_formed_yaml(bytes in yaml_document()) {
         let dir = tempfile::tempdir().unwrap();
         check_config(dir.path(), &bytes)?;
+    }
+
+    /// Values that hold line breaks (a `|` block, a quoted `\n`), alone or in a list, under
+    /// every key: the message that quotes a bad value still fits on one line.
+    #[test]
+    fn config_values_with_line_breaks(
+        key in prop::sample::select(&KEYS[..23]),
+        value in "[a-z -]{0,6}[\n\r\u{85}\u{2028}][a-z -]{0,6}",
+        in_list in any::<bool>(),
+    ) {
+        use serde_yaml::Value;
+        let value = Value::String(value);
+        let value = if in_list { Value::Sequence(vec![value]) } else { value };
+        let document = Value::Mapping([(Value::String(key.to_string()), value)].into_iter().collect());
+        let dir = tempfile::tempdir().unwrap();
+        check_config(dir.path(), serde_yaml::to_string(&document).unwrap().as_bytes())?;
     }
 }

@@ -14,7 +14,7 @@ use gix::ObjectId;
 
 use crate::checkout::{self, Checkout};
 use crate::exit::{fail, ExitCode, Failure};
-use crate::journal::{self, Journal};
+use crate::journal::{self, Journal, Phase};
 use crate::plan::{self, Plan};
 use crate::select::Services;
 use crate::{apply, guard, run};
@@ -32,10 +32,18 @@ pub fn recover(checkout: &mut Checkout) -> anyhow::Result<Option<Journal>> {
     if journal::writer_alive(&journal) {
         return fail(
             ExitCode::Locked,
-            format!("skipped: pullstart process {} is still updating this checkout", journal.pid),
+            format!(
+                "skipped: pullstart process {} is still updating this checkout",
+                journal.pid
+            ),
         );
     }
-    remove_stale_locks(checkout, &git_dir)?;
+    remove_stale_locks(checkout, &git_dir, &journal)?;
+    if journal.phase == Phase::Guarding {
+        // Killed while checking for local changes: nothing was touched; the run starts over.
+        journal::remove(&git_dir)?;
+        return Ok(Some(journal));
+    }
     let branch_now = branch_tip(checkout)?;
     if branch_now == Some(journal.new) || branch_now != journal.old {
         // Done but for the journal, or the branch was moved by hand since: either way the
@@ -51,14 +59,23 @@ pub fn recover(checkout: &mut Checkout) -> anyhow::Result<Option<Journal>> {
 
 fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
     let repo = &checkout.repo;
-    let changes = plan::changes(repo, checkout::tree_of(repo, journal.old)?, checkout::tree_of(repo, Some(journal.new))?)?;
+    let changes = plan::changes(
+        repo,
+        checkout::tree_of(repo, journal.old)?,
+        checkout::tree_of(repo, Some(journal.new))?,
+    )?;
+    remove_temporary_files(&checkout.workdir, &changes, journal.pid);
     let index = run::read_index(repo)?;
     let foreign = guard::foreign_content(repo, &index, &changes)?;
     if !foreign.is_empty() {
         let refusal = guard::refusal(&foreign);
         return Err(Failure::new(
             ExitCode::RefusedLocalChanges,
-            format!("{} (an interrupted update to {} is waiting for them)", refusal.message, short(journal.new)),
+            format!(
+                "{} (an interrupted update to {} is waiting for them)",
+                refusal.message,
+                short(journal.new)
+            ),
         )
         .into());
     }
@@ -71,19 +88,33 @@ fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
         services: Services::nothing("recovery only writes files"),
     };
     let index_lock = run::lock_index(repo)?;
+    // This run now owns the update: a kill during recovery is recovered the same way.
+    let journal = Journal {
+        pid: std::process::id(),
+        lock_identity: lock_identity(&index_lock_path(repo)),
+        ..journal.clone()
+    };
+    journal::write(checkout.git_dir(), &journal)?;
     apply::apply(checkout, &plan, index, index_lock, apply::FAST_FORWARD)
         .with_context(|| format!("failed to finish the interrupted update to {}", journal.new))
 }
 
-/// Remove lock files that the killed run left: `index.lock` (taken before the journal was
-/// written, so not newer than it) and the locks of the refs it moves (newer than the journal,
-/// and too old to be held by anyone now).
-fn remove_stale_locks(checkout: &Checkout, git_dir: &Path) -> anyhow::Result<()> {
-    let journal_time = modified(&journal::path(git_dir)).unwrap_or(SystemTime::UNIX_EPOCH);
-    let index_lock = lock_path(&checkout.repo.index_path());
-    if modified(&index_lock).is_some_and(|t| t <= journal_time) {
+/// Remove the lock files the killed run left: its own `index.lock` (the inode the journal
+/// recorded) and, once it was applying, the locks of the refs it moves (newer than the journal,
+/// and too old to be held by anyone now). A lock that may be a live git's is left alone.
+fn remove_stale_locks(
+    checkout: &Checkout,
+    git_dir: &Path,
+    journal: &Journal,
+) -> anyhow::Result<()> {
+    let index_lock = index_lock_path(&checkout.repo);
+    if journal.lock_identity.is_some() && lock_identity(&index_lock) == journal.lock_identity {
         remove(&index_lock)?;
     }
+    if journal.phase == Phase::Guarding {
+        return Ok(());
+    }
+    let journal_time = modified(&journal::path(git_dir)).unwrap_or(SystemTime::UNIX_EPOCH);
     let common = checkout.repo.common_dir().to_path_buf();
     let ref_locks = [
         git_dir.join("HEAD.lock"),
@@ -92,13 +123,50 @@ fn remove_stale_locks(checkout: &Checkout, git_dir: &Path) -> anyhow::Result<()>
     ];
     let now = SystemTime::now();
     for lock in ref_locks {
-        let Some(time) = modified(&lock) else { continue };
-        let old_enough = now.duration_since(time).is_ok_and(|age| age >= REF_LOCK_AGE);
+        let Some(time) = modified(&lock) else {
+            continue;
+        };
+        let old_enough = now
+            .duration_since(time)
+            .is_ok_and(|age| age >= REF_LOCK_AGE);
         if time >= journal_time && old_enough {
             remove(&lock)?;
         }
     }
     Ok(())
+}
+
+/// Temporary files a killed run left beside the paths it was writing
+/// (`.NAME.pullstart-PID.tmp`, see `apply`).
+fn remove_temporary_files(workdir: &Path, changes: &[plan::Change], pid: u32) {
+    for change in changes {
+        let abs = workdir.join(change.path.to_str_lossy().as_ref());
+        let Some(name) = abs.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let tmp = abs.with_file_name(format!(".{name}.pullstart-{pid}.tmp"));
+        if std::fs::symlink_metadata(&tmp).is_ok_and(|m| !m.is_dir()) {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// Where git's index lock is.
+pub fn index_lock_path(repo: &gix::Repository) -> PathBuf {
+    lock_path(&repo.index_path())
+}
+
+/// Who a lock file is: its inode and, where the file system records it, its birth time (an
+/// inode alone is reused as soon as a file is removed), folded into one number.
+pub fn lock_identity(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::symlink_metadata(path).ok()?;
+    let birth = metadata
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    Some(metadata.ino() ^ birth.rotate_left(32))
 }
 
 fn lock_path(path: &Path) -> PathBuf {
@@ -112,7 +180,8 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 fn remove(path: &Path) -> anyhow::Result<()> {
-    std::fs::remove_file(path).with_context(|| format!("failed to remove the stale lock `{}`", path.display()))
+    std::fs::remove_file(path)
+        .with_context(|| format!("failed to remove the stale lock `{}`", path.display()))
 }
 
 fn branch_tip(checkout: &Checkout) -> anyhow::Result<Option<ObjectId>> {

@@ -384,7 +384,10 @@ mod tests {
         check(" http://0:!0_A&'@a ", " http://0:***@a ");
         check("'http://u:a'b@h'", "'http://u:***@h'");
         check("'http://TOKEN@h'x:y@z", "'http://***@h'x:***@z");
-        check("'https://u:secret@h' and 'x@y'", "'https://u:***@h' and 'x@y'");
+        check(
+            "'https://u:secret@h' and 'x@y'",
+            "'https://u:***@h' and 'x@y'",
+        );
         // Text glued to a URL with an `@` in it.
         check(" http://a--aa0@a:0@", " http://***@a:***@");
     }

@@ -55,6 +55,7 @@ pub fn commands(settings: &Settings, services: &Services) -> Vec<Vec<String>> {
 pub fn run(words: &[String], workdir: &Path, timeout: Duration) -> anyhow::Result<()> {
     let shown = shell_words::join(words);
     let handle = in_own_group(duct::cmd(&words[0], &words[1..]))
+        .env_remove(crate::fetch::TOKEN_ENV)
         .dir(workdir)
         .stdin_null()
         .stderr_to_stdout()

@@ -11,6 +11,7 @@ use gix::ObjectId;
 use crate::checkout::{self, Checkout};
 use crate::exit::{self, fail, ExitCode, Failure};
 use crate::hooks::{self, Facts, Hook};
+use crate::journal::{self, Journal, Phase};
 use crate::plan::{self, Plan};
 use crate::report::{Outcome, Success};
 use crate::select::{self, Action, Inputs, Rule, ServiceAction, Services};
@@ -45,7 +46,10 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
     );
     if settings.command == Command::Run {
         if let Some(journal) = recover::recover(&mut checkout)? {
-            step(settings, format_args!("finished the interrupted update to {}", journal.new));
+            step(
+                settings,
+                format_args!("finished the interrupted update to {}", journal.new),
+            );
             outcome.from = checkout.head;
             outcome.to = checkout.head;
         }
@@ -66,11 +70,15 @@ fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
     let tracking =
         fetch::tracking_ref_name(&checkout.repo, &checkout.remote, &checkout.remote_branch)?;
     let previous_tip = read_ref(&checkout.repo, tracking.as_bstr())?;
-    let fetched = fetch::fetch(
+    let fetched = fetch::fetch_with(
         &checkout.repo,
         &checkout.remote,
         &checkout.remote_branch,
-        checkout.deadline.min(FETCH_TIMEOUT),
+        &fetch::FetchOptions {
+            timeout: checkout.deadline.min(FETCH_TIMEOUT),
+            ssh_key: settings.ssh_key.clone(),
+            token_file: settings.token_file.clone(),
+        },
     )?;
     step(
         settings,
@@ -154,7 +162,10 @@ fn update_and_act(
     let plan = if recreates_from_project(settings, plan) {
         // The plan read the compose project before the update, from the old compose files: a
         // service the update adds would never start and one it removes would make compose fail.
-        reselected = Plan { services: select_services(settings, checkout, &plan.changed_paths)?, ..plan.clone() };
+        reselected = Plan {
+            services: select_services(settings, checkout, &plan.changed_paths)?,
+            ..plan.clone()
+        };
         outcome.services = reselected.services.clone();
         &reselected
     } else {
@@ -162,7 +173,11 @@ fn update_and_act(
     };
 
     if !plan.services.is_nothing() {
-        hooks::run(settings, &checkout.workdir, checkout.deadline.min(settings.restart_timeout), Hook::Before,
+        hooks::run(
+            settings,
+            &checkout.workdir,
+            checkout.deadline.min(settings.restart_timeout),
+            Hook::Before,
             &facts(outcome, "updating", None),
         )?;
     }
@@ -183,7 +198,11 @@ fn update_and_act(
     )?;
     failpoint::hit("after-record");
     outcome.deployed = Some(plan.tip);
-    if let Err(err) = hooks::run(settings, &checkout.workdir, checkout.deadline.min(settings.restart_timeout), Hook::AfterSuccess,
+    if let Err(err) = hooks::run(
+        settings,
+        &checkout.workdir,
+        checkout.deadline.min(settings.restart_timeout),
+        Hook::AfterSuccess,
         &facts(outcome, "updated", None),
     ) {
         // The update and the restart stand; the operator's own follow-up failed.
@@ -198,18 +217,50 @@ fn update_and_act(
 /// Whether the plan recreates services from what the compose project declared (a compose or env
 /// file changed), so that the project must be read again once the new files are in place.
 fn recreates_from_project(settings: &Settings, plan: &Plan) -> bool {
-    settings.services.is_none() && plan.moves_head() && plan.services.actions().iter().any(|a| a.action == Action::Recreate)
+    settings.services.is_none()
+        && plan.moves_head()
+        && plan
+            .services
+            .actions()
+            .iter()
+            .any(|a| a.action == Action::Recreate)
 }
 
 /// Guard, then apply `plan` to the worktree, index and branch, under git's `index.lock`.
 fn fast_forward(checkout: &Checkout, plan: &Plan, message: &str) -> anyhow::Result<()> {
     let repo = &checkout.repo;
-    // Taken before the guard, so that no git command changes the index between the check and
-    // the write (git's own `index.lock`; a crashed git leaves it behind).
-    let index_lock = lock_index(repo)?;
-    let index = read_index(repo)?;
-    guard::check(repo, &index, &plan.changes)?;
-    interrupted_check()?;
+    let git_dir = checkout.git_dir();
+    // The journal comes first, so that a run killed at any later point leaves one that says
+    // which `index.lock` is its own (see `recover`).
+    let mut journal = Journal {
+        old: plan.head,
+        new: plan.tip,
+        pid: std::process::id(),
+        phase: Phase::Guarding,
+        lock_identity: None,
+    };
+    journal::write(git_dir, &journal)?;
+    let guarded = (|| {
+        // Taken before the guard, so that no git command changes the index between the check
+        // and the write (git's own `index.lock`; a crashed git leaves it behind).
+        let index_lock = lock_index(repo)?;
+        journal.lock_identity = recover::lock_identity(&recover::index_lock_path(repo));
+        journal::write(git_dir, &journal)?;
+        let index = read_index(repo)?;
+        guard::check(repo, &index, &plan.changes)?;
+        interrupted_check()?;
+        Ok((index, index_lock))
+    })();
+    let (index, index_lock) = match guarded {
+        Ok(locked) => locked,
+        Err(err) => {
+            // Nothing was touched: the journal has nothing to finish.
+            let _ = journal::remove(git_dir);
+            return Err(err);
+        }
+    };
+    journal.phase = Phase::Applying;
+    journal::write(git_dir, &journal)?;
     apply::apply(checkout, plan, index, index_lock, message)
 }
 
@@ -292,7 +343,11 @@ fn run_commands(
             settings,
             format_args!("running `{}`", shell_words::join(&words)),
         );
-        restart::run(&words, &checkout.workdir, checkout.deadline.min(settings.restart_timeout))?;
+        restart::run(
+            &words,
+            &checkout.workdir,
+            checkout.deadline.min(settings.restart_timeout),
+        )?;
     }
     Ok(())
 }
@@ -336,7 +391,13 @@ fn on_failure_hook(
         exit_code: code.code(),
         ..facts(outcome, code.failure_result(), Some(message))
     };
-    if let Err(hook_err) = hooks::run(settings, &checkout.workdir, checkout.deadline.min(settings.restart_timeout), Hook::OnFailure, &facts) {
+    if let Err(hook_err) = hooks::run(
+        settings,
+        &checkout.workdir,
+        checkout.deadline.min(settings.restart_timeout),
+        Hook::OnFailure,
+        &facts,
+    ) {
         eprintln!(
             "pullstart: warning: {}",
             crate::redact::redact(&format!("{hook_err:#}"))

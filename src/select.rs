@@ -338,7 +338,9 @@ fn raise_from_project(
                 .iter()
                 .any(|b| !b.source.is_empty() && b.source.as_bstr() == *path)
             {
-                selection.add(&service.name, Action::Restart, path, || single_file_reason(path));
+                selection.add(&service.name, Action::Restart, path, || {
+                    single_file_reason(path)
+                });
             }
         }
     }

@@ -134,6 +134,10 @@ pub struct Settings {
     pub splay: Duration,
     /// Where to write the Prometheus metrics after each run or check.
     pub metrics_file: Option<PathBuf>,
+    /// The ssh private key for ssh remotes.
+    pub ssh_key: Option<PathBuf>,
+    /// The file holding the https token.
+    pub token_file: Option<PathBuf>,
     /// `Some(interval)`: the `watch` subcommand, which repeats `command` every interval (at
     /// least [`MIN_WATCH_INTERVAL`]); `None`: one run.
     pub watch: Option<Duration>,
@@ -331,6 +335,8 @@ impl Settings {
             timeout: flags.timeout.or(file.timeout).unwrap_or(DEFAULT_TIMEOUT),
             splay: flags.splay.or(file.splay).unwrap_or(Duration::ZERO),
             metrics_file: flags.metrics_file.or(file.metrics_file),
+            ssh_key: flags.ssh_key.or(file.ssh_key),
+            token_file: flags.token_file.or(file.token_file),
             watch,
         })
     }
@@ -368,6 +374,8 @@ struct Layer {
     timeout: Option<Duration>,
     splay: Option<Duration>,
     metrics_file: Option<PathBuf>,
+    ssh_key: Option<PathBuf>,
+    token_file: Option<PathBuf>,
     /// File only (the flag belongs to `watch` and is read in [`Settings::resolve`]).
     every: Option<Duration>,
 }
@@ -462,6 +470,16 @@ impl Layer {
                 .map(check_metrics_file)
                 .transpose()
                 .map_err(flag("--metrics-file"))?,
+            ssh_key: flags
+                .ssh_key
+                .map(|path| check_path("ssh key", path))
+                .transpose()
+                .map_err(flag("--ssh-key"))?,
+            token_file: flags
+                .token_file
+                .map(|path| check_path("token file", path))
+                .transpose()
+                .map_err(flag("--token-file"))?,
             every: None,
         })
     }
@@ -480,7 +498,7 @@ pub fn output_from_flags(cli: &Cli) -> OutputFormat {
 
 /// The keys a config file may hold, in the order the help lists them. Kept equal to
 /// [`RawConfig`]'s fields by a test.
-const CONFIG_KEYS: [&str; 23] = [
+const CONFIG_KEYS: [&str; 25] = [
     "repo",
     "remote",
     "branch",
@@ -503,6 +521,8 @@ const CONFIG_KEYS: [&str; 23] = [
     "timeout",
     "splay",
     "metrics_file",
+    "ssh_key",
+    "token_file",
     "every",
 ];
 
@@ -535,6 +555,8 @@ struct RawConfig {
     timeout: Option<String>,
     splay: Option<String>,
     metrics_file: Option<PathBuf>,
+    ssh_key: Option<PathBuf>,
+    token_file: Option<PathBuf>,
     every: Option<String>,
 }
 
@@ -820,6 +842,18 @@ impl ConfigFile {
                 })
                 .transpose()
                 .map_err(self.key_error("metrics_file"))?,
+            ssh_key: raw
+                .ssh_key
+                .as_deref()
+                .map(|path| self.path(path))
+                .transpose()
+                .map_err(self.key_error("ssh_key"))?,
+            token_file: raw
+                .token_file
+                .as_deref()
+                .map(|path| self.path(path))
+                .transpose()
+                .map_err(self.key_error("token_file"))?,
             every: raw
                 .every
                 .as_deref()
@@ -964,6 +998,17 @@ impl ConfigFile {
             Some((line, None)) => format!(" line {line}"),
             None => String::new(),
         };
+        // One line whatever the file holds: a value quoted back may contain line breaks.
+        let message: String = message
+            .chars()
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
         Failure::usage(format!(
             "config `{}`{place}: {message}",
             self.path.display()
@@ -1610,6 +1655,8 @@ mod tests {
                 timeout: Duration::from_secs(270),
                 splay: Duration::ZERO,
                 metrics_file: None,
+                ssh_key: None,
+                token_file: None,
                 watch: None,
             }
         );
@@ -2216,7 +2263,7 @@ mod tests {
                  expected one of: repo, \
                  remote, branch, compose_command, compose_files, project_name, services, \
                  restart_timeout, rebuild_policy, health_timeout, health_settle, rollback, \
-                 detailed_exitcode, output, quiet, verbose, ignore, dependency_files, hooks, timeout, splay, metrics_file, every",
+                 detailed_exitcode, output, quiet, verbose, ignore, dependency_files, hooks, timeout, splay, metrics_file, ssh_key, token_file, every",
                 file.path.display()
             )
         );

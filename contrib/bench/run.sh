@@ -230,6 +230,9 @@ bench() {
         if [ "$upd" != - ] && [ -n "$(git -C "$co" status --porcelain --untracked-files=all)" ]; then
             bad="$bad worktree differs from the new commit"
         fi
+        if [ "$t" = p ] && [ "$(git -C "$co" rev-parse -q --verify refs/pullstart/deployed)" != "$new" ]; then
+            bad="$bad refs/pullstart/deployed not at the expected commit"
+        fi
         if [ -n "$bad" ]; then
             NOTE[$id:$t]="WRONG RESULT:$bad"
             echo "!! ${NAME[$t]}: wrong result in '$label':$bad" >&2

@@ -726,6 +726,10 @@ fn the_services_flag_restarts_exactly_those_even_for_a_dependency_change() {
     t.run_mapped(&["run", "--services", "worker"]).code(0);
     assert_eq!(t.action_calls(), vec!["restart worker".to_string()]);
     t.push_files(&[("worker/requirements.txt", "requests==2.33.0\n")]);
-    t.run_mapped(&["run", "--services", "worker", "--rebuild-policy", "stop"]).code(0);
-    assert_eq!(t.action_calls(), vec!["restart worker".to_string(), "restart worker".to_string()]);
+    t.run_mapped(&["run", "--services", "worker", "--rebuild-policy", "stop"])
+        .code(0);
+    assert_eq!(
+        t.action_calls(),
+        vec!["restart worker".to_string(), "restart worker".to_string()]
+    );
 }

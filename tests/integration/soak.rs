@@ -51,7 +51,10 @@ const LINK_TARGETS: &[&str] = &["a", "../b", "c/d.txt", "nowhere", "."];
 
 fn random_path(rng: &mut Rng) -> String {
     let depth = 1 + rng.below(3);
-    (0..depth).map(|_| *rng.pick(NAMES).unwrap()).collect::<Vec<_>>().join("/")
+    (0..depth)
+        .map(|_| *rng.pick(NAMES).unwrap())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The ancestors of `path` ("a/b/c" -> ["a", "a/b"]).
@@ -119,7 +122,12 @@ impl Soak {
         t.run(&["run"]).code(0).silent();
         let head = t.head();
         Soak {
-            model: Model { head: head.clone(), deployed: head, restart_fails: false, local: Local::default() },
+            model: Model {
+                head: head.clone(),
+                deployed: head,
+                restart_fails: false,
+                local: Local::default(),
+            },
             t,
             rng: Rng(seed.max(1)),
             counter: 0,
@@ -144,7 +152,10 @@ impl Soak {
 
     /// The dev clone's files and symlinks as they are now (uncommitted operations included).
     fn dev_tracked(&self) -> Vec<String> {
-        walk(&self.t.dev).into_iter().filter(|p| !p.starts_with(".git/")).collect()
+        walk(&self.t.dev)
+            .into_iter()
+            .filter(|p| !p.starts_with(".git/"))
+            .collect()
     }
 
     fn push(&mut self) {
@@ -172,7 +183,11 @@ impl Soak {
                         fs::write(dev.join(&path), content).unwrap();
                         if self.rng.chance(25) {
                             let mode = fs::metadata(dev.join(&path)).unwrap().mode();
-                            fs::set_permissions(dev.join(&path), fs::Permissions::from_mode(mode ^ 0o111)).unwrap();
+                            fs::set_permissions(
+                                dev.join(&path),
+                                fs::Permissions::from_mode(mode ^ 0o111),
+                            )
+                            .unwrap();
                         }
                         done.push(format!("modify {path}"));
                     }
@@ -235,10 +250,14 @@ impl Soak {
             0 | 1 => {
                 // An untracked file, only where that needs no tracked entry moved.
                 let path = random_path(&mut self.rng);
-                let placeable = ancestors(&path).iter().all(|d| match fs::symlink_metadata(co.join(d)) {
-                    Ok(m) => m.is_dir(),
-                    Err(_) => true,
-                }) && fs::symlink_metadata(co.join(&path)).is_err();
+                let placeable =
+                    ancestors(&path)
+                        .iter()
+                        .all(|d| match fs::symlink_metadata(co.join(d)) {
+                            Ok(m) => m.is_dir(),
+                            Err(_) => true,
+                        })
+                        && fs::symlink_metadata(co.join(&path)).is_err();
                 if placeable {
                     let content = self.unique("untracked").into_bytes();
                     fs::create_dir_all(co.join(&path).parent().unwrap()).unwrap();
@@ -277,7 +296,9 @@ impl Soak {
         if let Some(only) = only {
             all.retain(|p| only.contains(p));
         }
-        let Some(path) = self.rng.pick(&all).cloned() else { return };
+        let Some(path) = self.rng.pick(&all).cloned() else {
+            return;
+        };
         let co = self.t.checkout.clone();
         if self.model.local.edited.remove(&path).is_some() {
             self.t.git(&co, &["checkout", "--", &path]);
@@ -302,7 +323,10 @@ impl Soak {
     }
 
     fn diff(&self, from: &str, to: &str) -> Vec<String> {
-        split_z(&self.t.git_bytes(&self.t.remote, &["diff", "--name-only", "--no-renames", "-z", from, to]))
+        split_z(&self.t.git_bytes(
+            &self.t.remote,
+            &["diff", "--name-only", "--no-renames", "-z", from, to],
+        ))
     }
 
     /// The local changes that block moving HEAD to `tip`, as git's (and pullstart's) rules say.
@@ -342,7 +366,11 @@ impl Soak {
 
     fn run(&mut self) {
         let tip = self.t.remote_tip();
-        let conflicts = if self.model.head != tip { self.conflicts(&tip) } else { BTreeSet::new() };
+        let conflicts = if self.model.head != tip {
+            self.conflicts(&tip)
+        } else {
+            BTreeSet::new()
+        };
         let (code, restarts) = if !conflicts.is_empty() {
             (4, 0)
         } else if self.needs_restart(&tip) {
@@ -353,7 +381,11 @@ impl Soak {
         self.t.clear_compose_log();
         let out = self.t.run(&["run"]);
         self.runs += 1;
-        self.log(format!("run: expect exit {code} ({restarts} restarts), got {:?}: {}", out.code, out.stderr.trim()));
+        self.log(format!(
+            "run: expect exit {code} ({restarts} restarts), got {:?}: {}",
+            out.code,
+            out.stderr.trim()
+        ));
         out.code(code);
         let calls = self.t.restart_calls();
         assert_eq!(calls.len(), restarts, "restart calls {calls:?}");
@@ -391,16 +423,29 @@ impl Soak {
         let t = &self.t;
         let co = &t.checkout;
         assert_eq!(t.head(), self.model.head, "HEAD");
-        assert_eq!(t.deployed().as_deref(), Some(self.model.deployed.as_str()), "deployed ref");
+        assert_eq!(
+            t.deployed().as_deref(),
+            Some(self.model.deployed.as_str()),
+            "deployed ref"
+        );
         let local = &self.model.local;
 
         // Stat data is fresh for everything but the edited files (before `git status` refreshes).
-        let stale: BTreeSet<String> = split_z(&t.git_bytes(co, &["diff-files", "--name-only", "-z"])).into_iter().collect();
+        let stale: BTreeSet<String> =
+            split_z(&t.git_bytes(co, &["diff-files", "--name-only", "-z"]))
+                .into_iter()
+                .collect();
         let edited: BTreeSet<String> = local.edited.keys().cloned().collect();
-        assert_eq!(stale, edited, "`git diff-files` (stale stat data or changed content)");
+        assert_eq!(
+            stale, edited,
+            "`git diff-files` (stale stat data or changed content)"
+        );
 
         // `git status` reports exactly the local changes.
-        let status = t.git_bytes(co, &["status", "--porcelain=v1", "-z", "--untracked-files=all"]);
+        let status = t.git_bytes(
+            co,
+            &["status", "--porcelain=v1", "-z", "--untracked-files=all"],
+        );
         let reported: BTreeSet<String> = split_z(&status).into_iter().collect();
         let expected: BTreeSet<String> = local
             .edited
@@ -417,7 +462,8 @@ impl Soak {
         for (mode, id, path) in &tree {
             let name = String::from_utf8(path.clone()).unwrap();
             let full = co.join(OsString::from_vec(path.clone()));
-            let meta = fs::symlink_metadata(&full).unwrap_or_else(|e| panic!("{name} missing: {e}"));
+            let meta =
+                fs::symlink_metadata(&full).unwrap_or_else(|e| panic!("{name} missing: {e}"));
             if let Some(content) = local.edited.get(&name) {
                 assert_eq!(&fs::read(&full).unwrap(), content, "{name}: the local edit");
                 continue;
@@ -426,17 +472,29 @@ impl Soak {
                 "100644" | "100755" => {
                     assert!(meta.is_file(), "{name} is not a file");
                     assert_eq!(fs::read(&full).unwrap(), blobs[id], "{name}: content");
-                    assert_eq!(meta.mode() & 0o100 != 0, mode == "100755", "{name}: executable bit");
+                    assert_eq!(
+                        meta.mode() & 0o100 != 0,
+                        mode == "100755",
+                        "{name}: executable bit"
+                    );
                 }
                 "120000" => {
                     assert!(meta.file_type().is_symlink(), "{name} is not a symlink");
-                    assert_eq!(fs::read_link(&full).unwrap().into_os_string().into_vec(), blobs[id], "{name}: target");
+                    assert_eq!(
+                        fs::read_link(&full).unwrap().into_os_string().into_vec(),
+                        blobs[id],
+                        "{name}: target"
+                    );
                 }
                 other => panic!("{name}: unexpected mode {other}"),
             }
         }
         for (path, content) in &local.untracked {
-            assert_eq!(&fs::read(co.join(path)).unwrap_or_default(), content, "untracked {path}");
+            assert_eq!(
+                &fs::read(co.join(path)).unwrap_or_default(),
+                content,
+                "untracked {path}"
+            );
         }
     }
 
@@ -451,7 +509,14 @@ impl Soak {
                 } else {
                     self.t.heal_restart();
                 }
-                self.log(format!("restart now {}", if self.model.restart_fails { "fails" } else { "works" }));
+                self.log(format!(
+                    "restart now {}",
+                    if self.model.restart_fails {
+                        "fails"
+                    } else {
+                        "works"
+                    }
+                ));
             }
             _ => {
                 self.run();
@@ -483,8 +548,12 @@ impl Soak {
             .filter(|p| {
                 let name = p.rsplit('/').next().unwrap();
                 (name.starts_with('.') && name.contains(".pullstart-") && name.ends_with(".tmp"))
-                    || (p.starts_with(".git/") && !p.starts_with(".git/objects/") && name != "pullstart.lock"
-                        && (name.ends_with(".lock") || name.starts_with("pullstart-journal") || name.ends_with(".tmp")))
+                    || (p.starts_with(".git/")
+                        && !p.starts_with(".git/objects/")
+                        && name != "pullstart.lock"
+                        && (name.ends_with(".lock")
+                            || name.starts_with("pullstart-journal")
+                            || name.ends_with(".tmp")))
             })
             .collect();
         assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
@@ -507,7 +576,12 @@ fn walk(root: &Path) -> Vec<String> {
             if fs::symlink_metadata(&path).unwrap().is_dir() {
                 go(root, &path, out);
             } else {
-                out.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
             }
         }
     }
@@ -546,21 +620,33 @@ fn soak(seed: u64, steps: usize) {
     // The sequence must have exercised what it claims to.
     assert!(s.runs >= steps / 5, "too few runs: {}", s.runs);
     if steps >= 150 {
-        assert!(s.refusals > 0 && s.restart_failures > 0, "no refusal or no failed restart: adjust the mix");
+        assert!(
+            s.refusals > 0 && s.restart_failures > 0,
+            "no refusal or no failed restart: adjust the mix"
+        );
     }
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[test]
 fn soak_random_pushes_edits_failures_and_runs() {
-    soak(env_or("PULLSTART_SOAK_SEED", 0x5eed_2024), env_or("PULLSTART_SOAK_STEPS", 200) as usize);
+    soak(
+        env_or("PULLSTART_SOAK_SEED", 0x5eed_2024),
+        env_or("PULLSTART_SOAK_STEPS", 200) as usize,
+    );
 }
 
 #[test]
 fn soak_another_seed() {
     // A second, shorter sequence: more shapes per second of test time.
-    soak(env_or("PULLSTART_SOAK_SEED", 0x5eed_2024) ^ 0x9e37_79b9_7f4a_7c15, 40);
+    soak(
+        env_or("PULLSTART_SOAK_SEED", 0x5eed_2024) ^ 0x9e37_79b9_7f4a_7c15,
+        40,
+    );
 }

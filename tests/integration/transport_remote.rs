@@ -345,7 +345,6 @@ fn https_refused_connection_exits_3() {
 }
 
 #[test]
-#[ignore = "until run.rs passes --timeout to fetch::fetch_with (today the fetch timeout is a fixed 120 s); the mechanism is proven by fetch::tests::silent_http_https_and_ssh_servers_time_out"]
 fn https_silent_server_exits_3_within_the_timeout() {
     let t = Fixture::new();
     let silent = servers::silent_server();
@@ -515,7 +514,6 @@ fn ssh_refused_connection_exits_3() {
 }
 
 #[test]
-#[ignore = "until run.rs passes --timeout to fetch::fetch_with (today the fetch timeout is a fixed 120 s); the mechanism is proven by fetch::tests::silent_http_https_and_ssh_servers_time_out"]
 fn ssh_silent_server_exits_3_within_the_timeout() {
     if !servers::available("ssh_silent_server_exits_3", &["ssh"]) {
         return;
