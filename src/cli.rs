@@ -63,6 +63,44 @@ pub enum CliCommand {
     /// checkout is skipped (exit 7) rather than run at the same time.
     #[command(after_help = after_help())]
     Watch(WatchArgs),
+    /// For a container image that holds no code: clone --url into --dir when it is missing or
+    /// empty, else fast-forward the checkout there with the same safe engine as `run` (acting
+    /// on no service: the app is not started yet), then exec CMD, which replaces pullstart
+    ///
+    /// The app always starts when there is code to start it on: when the remote cannot be
+    /// reached, or the update is refused (local changes, diverged), one warning line goes to
+    /// stderr and CMD starts on the checkout as it is. With an empty --dir and a failed clone,
+    /// the exit code is 3 and CMD does not start. The checkout's followed branch is --branch
+    /// (default: the remote's HEAD on a clone, the checkout's upstream afterwards).
+    #[command(after_help = ENTRYPOINT_HELP)]
+    Entrypoint(EntrypointArgs),
+}
+
+/// The text after `pullstart entrypoint --help`.
+const ENTRYPOINT_HELP: &str = "\
+Example (a Dockerfile; see contrib/entrypoint/Dockerfile):
+  ENTRYPOINT [\"pullstart\", \"entrypoint\", \"--url\", \"https://git.example.com/app.git\", \"--dir\", \"/app\", \"--\"]
+  CMD [\"python\", \"/app/main.py\"]
+
+Exit codes (CMD's own once it started):
+  2   usage error: no CMD after `--`, --dir is not empty and not a git checkout, CMD not found
+  3   --dir was empty and the clone failed; nothing was started";
+
+/// The options only `entrypoint` takes, and the command it execs.
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntrypointArgs {
+    /// The repository to clone when --dir is missing or empty (for a checkout, its own remote is
+    /// fetched); required, here or in the environment variable PULLSTART_URL
+    #[arg(long, value_name = "URL", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub url: Option<String>,
+
+    /// Where the code lives: cloned into when missing or empty, fast-forwarded otherwise
+    #[arg(long, value_name = "DIR", required = true, value_parser = clap::value_parser!(PathBuf))]
+    pub dir: Option<PathBuf>,
+
+    /// The app's command and its arguments, after `--`; exec'd once the code is in place
+    #[arg(value_name = "CMD", last = true, required = true, num_args = 1.., value_parser = clap::value_parser!(std::ffi::OsString))]
+    pub cmd: Vec<std::ffi::OsString>,
 }
 
 /// The options only `watch` takes.

@@ -7,6 +7,7 @@ mod apply;
 mod checkout;
 mod cli;
 mod compose;
+mod entrypoint;
 mod exit;
 mod failpoint;
 mod fetch;
@@ -59,8 +60,9 @@ fn main() {
         verbose: settings.verbose,
         detailed_exitcode: settings.detailed_exitcode,
     };
-    std::process::exit(match settings.watch {
-        Some(_) => watch::watch(&settings, style),
-        None => watch::once(&settings, style),
+    std::process::exit(match (&settings.entrypoint, settings.watch) {
+        (Some(_), _) => entrypoint::entrypoint(&settings, style),
+        (None, Some(_)) => watch::watch(&settings, style),
+        (None, None) => watch::once(&settings, style),
     });
 }

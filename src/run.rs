@@ -476,6 +476,10 @@ pub(crate) fn select_services(
     checkout: &Checkout,
     changed_paths: &[BString],
 ) -> anyhow::Result<Services> {
+    if !settings.act {
+        // `entrypoint`: the app starts after the update; no compose project to read or act on.
+        return Ok(Services::nothing("the app starts next"));
+    }
     let globs = |key: &str, patterns: &[String]| {
         compile_globs(patterns).map_err(|e| anyhow::anyhow!("failed to compile `{key}`: {e}"))
     };

@@ -21,7 +21,7 @@ use anyhow::Result;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
-use crate::cli::{Cli, CliCommand, Options};
+use crate::cli::{Cli, CliCommand, EntrypointArgs, Options};
 use crate::exit::Failure;
 
 /// What this invocation does.
@@ -141,6 +141,22 @@ pub struct Settings {
     /// `Some(interval)`: the `watch` subcommand, which repeats `command` every interval (at
     /// least [`MIN_WATCH_INTERVAL`]); `None`: one run.
     pub watch: Option<Duration>,
+    /// Whether a run acts on the services (compose, health wait, `before` hook) once the
+    /// checkout is updated: true, except for `entrypoint`, where the app is not started yet and
+    /// no compose project is read at all.
+    pub act: bool,
+    /// `Some` for the `entrypoint` subcommand: what to clone and what to exec. `repo` is then
+    /// its `--dir` and `command` is [`Command::Run`].
+    pub entrypoint: Option<Entrypoint>,
+}
+
+/// The `entrypoint` subcommand's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entrypoint {
+    /// The URL to clone from when the directory is missing or empty.
+    pub url: String,
+    /// The command to exec, never empty.
+    pub cmd: Vec<std::ffi::OsString>,
 }
 
 /// The moment a run must be over by: [`Settings::timeout`] after the run started. Each step
@@ -248,7 +264,17 @@ impl Settings {
             _ => None,
         };
         let is_watch = every.is_some();
+        let entrypoint = match &command {
+            CliCommand::Entrypoint(args) => Some(entrypoint_settings(args, &flags)?),
+            _ => None,
+        };
+        let entrypoint_dir = match &command {
+            CliCommand::Entrypoint(args) => args.dir.clone(),
+            _ => None,
+        };
         let command = match command {
+            // The app must start: an entrypoint always runs (a clone or a fast-forward).
+            CliCommand::Entrypoint(_) => Command::Run,
             // `watch --dry-run` repeats `check`.
             CliCommand::Run | CliCommand::Watch(_) if flags.dry_run => Command::Check,
             CliCommand::Run | CliCommand::Watch(_) => Command::Run,
@@ -277,8 +303,8 @@ impl Settings {
 
         Ok(Settings {
             command,
-            repo: flags
-                .repo
+            repo: entrypoint_dir
+                .or(flags.repo)
                 .or(file.repo)
                 .unwrap_or_else(|| PathBuf::from(".")),
             remote: flags.remote.or(file.remote),
@@ -338,8 +364,55 @@ impl Settings {
             ssh_key: flags.ssh_key.or(file.ssh_key),
             token_file: flags.token_file.or(file.token_file),
             watch,
+            act: entrypoint.is_none(),
+            entrypoint,
         })
     }
+}
+
+/// The environment variable `entrypoint` reads the URL from when --url is not given (so that one
+/// image serves several repositories).
+pub const ENTRYPOINT_URL_ENV: &str = "PULLSTART_URL";
+
+/// Checks what clap cannot about `entrypoint`'s arguments.
+fn entrypoint_settings(args: &EntrypointArgs, flags: &Options) -> Result<Entrypoint> {
+    if flags.repo.is_some() {
+        return Err(
+            Failure::usage("entrypoint: the checkout is --dir; -C/--repo does not apply").into(),
+        );
+    }
+    if flags.dry_run {
+        return Err(Failure::usage(
+            "entrypoint: --dry-run does not apply (the app must start on updated code); use `pullstart check`",
+        )
+        .into());
+    }
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => std::env::var(ENTRYPOINT_URL_ENV).unwrap_or_default(),
+    };
+    if url.trim().is_empty() {
+        return Err(Failure::usage(format!(
+            "entrypoint: the repository URL is missing; give it with --url or in the environment variable {ENTRYPOINT_URL_ENV}"
+        ))
+        .into());
+    }
+    if args.dir.as_ref().is_none_or(|d| d.as_os_str().is_empty()) {
+        return Err(Failure::usage("entrypoint: --dir is empty").into());
+    }
+    match args.cmd.first() {
+        Some(program) if !program.is_empty() => {}
+        _ => {
+            return Err(Failure::usage(
+                "entrypoint: the command to start is missing; give it after `--`, like `pullstart entrypoint --url URL --dir /app -- python main.py`",
+            )
+            .into())
+        }
+    }
+    Ok(Entrypoint {
+        url,
+        cmd: args.cmd.clone(),
+    })
 }
 
 /// The validated values of one source, flags or file; `None` where that source says nothing.
@@ -1658,6 +1731,8 @@ mod tests {
                 ssh_key: None,
                 token_file: None,
                 watch: None,
+                act: true,
+                entrypoint: None,
             }
         );
     }

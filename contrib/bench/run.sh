@@ -20,8 +20,9 @@
 #   --quick      fewer runs and no 100,000-file repository (a couple of minutes)
 #   --runs N     N measured runs in every case (defaults: 41 no-change, 15 / 11 update)
 #   --profile    afterwards, run pullstart under valgrind's callgrind (debug-symbol build in
-#                $PROFILE_TARGET_DIR, default /tmp/bench-target) for the no-change and update
-#                cases, and write the top functions to target/bench/profile/
+#                $PROFILE_TARGET_DIR, default /tmp/bench-target) for the no-change case and
+#                the 1,000-file update, 1,000-file rename (20k) and 10-file update (100k), and
+#                under massif for the updates; output in target/bench/profile/
 #   --profile-only  only the callgrind part of --profile (no timings, no report)
 #   --keep       keep the temporary folder (its path is printed)
 #   --no-build   use the existing binaries ($PULLSTART_BIN, default target/release/pullstart,
@@ -62,7 +63,6 @@ command -v jq >/dev/null || need+=(jq)
 command -v git >/dev/null || need+=(git)
 command -v cc >/dev/null || need+=(gcc)
 command -v awk >/dev/null || need+=(mawk)
-[ -x /usr/bin/time ] || need+=(time)
 if [ "$PROFILE" = 1 ]; then
     command -v valgrind >/dev/null || need+=(valgrind)
 fi
@@ -319,6 +319,7 @@ run_profile() {
     git -C "$CO20" remote set-url origin "$TMP/remotes/r20k.git"
     profile_case nc-local r20k -
     profile_case u20-mod1000 r20k mod1000
+    profile_case u20-ren1000 r20k ren1000
     [ "$BIG_R" = 0 ] || profile_case u100-mod10 r100k mod10
     echo "callgrind: $OUT/profile/ (*.steps.txt, *.inclusive.txt, *.self.txt, *.massif.txt;" \
         "callgrind_annotate --tree=caller or kcachegrind for more)" >&2

@@ -25,3 +25,4 @@ mod select;
 mod soak;
 mod transport;
 mod transport_remote;
+mod entrypoint;

@@ -1,0 +1,283 @@
+//! `pullstart entrypoint --url URL --dir DIR [--branch B] -- CMD [ARGS...]`: deliver the code at
+//! a container's start, for an image that holds none.
+//!
+//! - DIR missing or empty: clone URL (branch B, else the remote's HEAD) into it with gix. A
+//!   failed clone leaves DIR empty again and exits 3; CMD does not start (there is nothing to
+//!   start it on).
+//! - DIR holds a checkout: the same run as `pullstart run` ([`run::execute`]), with
+//!   [`Settings::act`] false: fetch, guard, fast-forward, record the deployed commit, but no
+//!   compose project is read and no service is touched (the app is not started yet). Whatever
+//!   goes wrong there (the remote cannot be reached, local changes, a diverged branch, ...) is
+//!   one warning line on stderr, and the app starts on the code that is there: the app must
+//!   start.
+//! - DIR not empty and not a checkout: exit 2.
+//!
+//! Then CMD is exec'd: it replaces pullstart in the same process (PID 1 in a container stays
+//! PID 1 and passes to the app, which receives the container's signals itself).
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::exit::{self, ExitCode, Failure};
+use crate::redact::redact;
+use crate::report::{self, Outcome, Style};
+use crate::settings::{Command, Settings};
+use crate::{metrics, record, run};
+
+/// How long a clone that ignores the interrupt flag may go on after the deadline before the
+/// process gives up on it.
+const CLONE_GRACE: Duration = Duration::from_secs(5);
+
+/// What is at `--dir`.
+enum Dir {
+    /// Missing, or a directory with no entries.
+    Empty,
+    /// Holds `.git`.
+    Checkout,
+    /// Something else.
+    Other,
+}
+
+/// Runs the entrypoint; returns only when CMD could not be started (or must not be): the exit
+/// code.
+pub fn entrypoint(settings: &Settings, style: Style) -> i32 {
+    let entry = settings
+        .entrypoint
+        .as_ref()
+        .expect("called for `entrypoint` only");
+    let dir = &settings.repo;
+    match inspect(dir) {
+        Err(err) => return error(&err, style),
+        Ok(Dir::Other) => {
+            return error(
+                &Failure::usage(format!(
+                    "`{}` is neither empty nor a git checkout; empty it, or point --dir at a new directory",
+                    dir.display()
+                ))
+                .into(),
+                style,
+            )
+        }
+        Ok(Dir::Empty) => match clone(settings, &entry.url, dir) {
+            Ok(line) => {
+                if !style.quiet {
+                    println!("{}", redact(&line));
+                }
+            }
+            Err(err) => {
+                clear(dir);
+                return error(&err, style);
+            }
+        },
+        Ok(Dir::Checkout) => {
+            let mut outcome = Outcome::new(Command::Run);
+            let result = run::execute(settings, &mut outcome);
+            let code = match &result {
+                Ok(()) => report::finish(&outcome, &result, style),
+                Err(err) => {
+                    if gix::interrupt::is_triggered() {
+                        // A signal came: the container is being stopped, not started.
+                        return error(err, style);
+                    }
+                    eprintln!(
+                        "pullstart: warning: {}; starting the app on the checkout as it is{}",
+                        redact(&headline(err)),
+                        head_of(dir).map_or_else(String::new, |id| format!(" ({id})"))
+                    );
+                    exit::code_of(err).code()
+                }
+            };
+            if let Some(path) = &settings.metrics_file {
+                metrics::record(path, settings, &outcome, code);
+            }
+        }
+    }
+    exec(&entry.cmd)
+}
+
+/// Replaces this process with `cmd`; returns the exit code when that failed.
+fn exec(cmd: &[OsString]) -> i32 {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    eprintln!(
+        "pullstart: cannot start `{}`: {err}; check the command after `--`",
+        redact(&cmd[0].to_string_lossy())
+    );
+    ExitCode::Usage.code()
+}
+
+fn inspect(dir: &Path) -> anyhow::Result<Dir> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Dir::Empty),
+        Err(err) => {
+            return Err(anyhow::Error::new(err).context(Failure::usage(format!(
+                "cannot read --dir `{}`; it must be a directory pullstart can read",
+                dir.display()
+            ))))
+        }
+    };
+    if entries.next().is_none() {
+        Ok(Dir::Empty)
+    } else if dir.join(".git").exists() {
+        Ok(Dir::Checkout)
+    } else {
+        Ok(Dir::Other)
+    }
+}
+
+/// Clones `url` into the empty or missing `dir` and records the deployed commit; returns the
+/// summary line. Every failure is exit 3.
+fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<String> {
+    let failed = |what: String| Failure::new(ExitCode::FetchFailed, what);
+    let shown = redact(url).into_owned();
+    std::fs::create_dir_all(dir).map_err(|err| {
+        anyhow::Error::new(err).context(failed(format!(
+            "cannot create --dir `{}`; nothing was started",
+            dir.display()
+        )))
+    })?;
+    // The clone checks this flag between steps: set by the first signal and at the deadline.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    watchdog(
+        settings.timeout,
+        Arc::clone(&interrupt),
+        Arc::clone(&done),
+        dir.to_path_buf(),
+        shown.clone(),
+    );
+    let result = (|| -> anyhow::Result<gix::Repository> {
+        let mut prepare = gix::prepare_clone(url, dir)?;
+        if let Some(branch) = &settings.branch {
+            prepare = prepare.with_ref_name(Some(branch.as_str()))?;
+        }
+        if let Some(key) = &settings.ssh_key {
+            prepare = prepare.with_in_memory_config_overrides([format!(
+                "core.sshCommand=ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes",
+                shell_words::quote(&key.to_string_lossy())
+            )]);
+        }
+        let (mut checkout, _) = prepare.fetch_then_checkout(gix::progress::Discard, &interrupt)?;
+        let (repo, _) = checkout.main_worktree(gix::progress::Discard, &interrupt)?;
+        if interrupt.load(Ordering::SeqCst) {
+            anyhow::bail!("interrupted (a signal, or --timeout passed)");
+        }
+        Ok(repo)
+    })();
+    done.store(true, Ordering::SeqCst);
+    let repo = result.map_err(|err| {
+        let cause = redact(&format!("{err:#}")).into_owned();
+        anyhow::Error::msg(cause).context(failed(format!(
+            "clone of {shown} into `{}` failed: {}; nothing was started",
+            dir.display(),
+            redact(&first_line(&err))
+        )))
+    })?;
+    let head = repo.head_id().map(|id| id.detach()).ok();
+    let branch = repo
+        .head_name()
+        .ok()
+        .flatten()
+        .map(|name| name.shorten().to_string())
+        .unwrap_or_else(|| "(unborn)".into());
+    if let Some(head) = head {
+        record::set_deployed(&repo, None, head, "pullstart: cloned")
+            .context("failed to record the deployed commit")
+            .map_err(|err| {
+                err.context(failed(format!(
+                    "cloned into `{}`, but could not write refs/pullstart/deployed",
+                    dir.display()
+                )))
+            })?;
+    }
+    Ok(format!(
+        "cloned {shown} {branch} at {} into {}",
+        head.map_or_else(
+            || "(no commits)".into(),
+            |id| id.to_hex_with_len(7).to_string()
+        ),
+        dir.display()
+    ))
+}
+
+/// Sets `interrupt` at the deadline or on a signal; gives the clone [`CLONE_GRACE`] to notice,
+/// then empties `dir` and ends the process with exit 3.
+fn watchdog(
+    timeout: Duration,
+    interrupt: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    dir: std::path::PathBuf,
+    url: String,
+) {
+    let deadline = Instant::now() + timeout;
+    std::thread::spawn(move || {
+        let mut stop_at = None;
+        loop {
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            let now = Instant::now();
+            if stop_at.is_none() && (now >= deadline || gix::interrupt::is_triggered()) {
+                interrupt.store(true, Ordering::SeqCst);
+                stop_at = Some(now + CLONE_GRACE);
+            }
+            if stop_at.is_some_and(|at| now >= at) {
+                clear(&dir);
+                eprintln!(
+                    "pullstart: clone of {url} into `{}` failed: timed out or interrupted; nothing was started",
+                    dir.display()
+                );
+                std::process::exit(ExitCode::FetchFailed.code());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+}
+
+/// Empties `dir` (which was empty before the clone started); best effort.
+fn clear(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let _ = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+    }
+}
+
+/// The first line of an error with its causes, short enough for one line.
+fn first_line(err: &anyhow::Error) -> String {
+    let text = format!("{err:#}");
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// The one line an error shows: its outermost [`Failure`]'s message, else the top of the chain.
+fn headline(err: &anyhow::Error) -> String {
+    exit::failure_of(err).map_or_else(|| format!("{err}"), |f| f.message.clone())
+}
+
+fn head_of(dir: &Path) -> Option<String> {
+    let repo = gix::open(dir).ok()?;
+    let id = repo.head_id().ok()?;
+    Some(id.to_hex_with_len(7).to_string())
+}
+
+/// Prints an error as a run would (one line, or the JSON object) and returns its exit code.
+fn error(err: &anyhow::Error, style: Style) -> i32 {
+    let outcome = Outcome::new(Command::Run);
+    let result = Err(anyhow::Error::msg(format!("{err:#}"))
+        .context(Failure::new(exit::code_of(err), headline(err))));
+    report::finish(&outcome, &result, style)
+}
