@@ -45,10 +45,12 @@ impl Checkout {
 pub fn open(settings: &Settings) -> anyhow::Result<Checkout> {
     let dir = &settings.repo;
     let mut repo = open_repository(dir)?;
-    // A fetch writes a reflog and so needs a committer; a server's cron environment often
-    // has no git identity at all (gix-notes §2).
-    repo.committer_or_set_fallback("pullstart", "pullstart@localhost")
-        .context("failed to set a fallback committer identity")?;
+    // A fetch that moves a ref writes a reflog and so needs a committer; a server's cron
+    // environment often has no git identity at all (gix-notes §2). The fallback is installed
+    // without resolving the identity now: that resolution looks up the local time zone, which
+    // was more than half of a no-change run's instructions. `user.*`, `committer.*` and the
+    // environment still win over it.
+    install_fallback_committer(&mut repo)?;
     let workdir = repo.workdir().map(Path::to_path_buf).ok_or_else(|| {
         Failure::usage(format!(
             "`{}` is a bare repository; pullstart needs a checkout with a working tree",
@@ -82,6 +84,23 @@ pub fn open(settings: &Settings) -> anyhow::Result<Checkout> {
         remote_branch,
         deadline: Deadline::after(settings.timeout),
     })
+}
+
+fn install_fallback_committer(repo: &mut gix::Repository) -> anyhow::Result<()> {
+    use gix::config::tree::gitoxide::Committer;
+    let mut fallback = gix::config::File::new(gix::config::file::Metadata::api());
+    fallback
+        .set_raw_value(&Committer::NAME_FALLBACK, "pullstart")
+        .and_then(|_| fallback.set_raw_value(&Committer::EMAIL_FALLBACK, "pullstart@localhost"))
+        .context("failed to set a fallback committer identity")?;
+    let mut config = repo.config_snapshot_mut();
+    config
+        .append(fallback)
+        .context("failed to set a fallback committer identity")?;
+    config
+        .commit()
+        .context("failed to set a fallback committer identity")?;
+    Ok(())
 }
 
 fn open_repository(dir: &Path) -> anyhow::Result<gix::Repository> {

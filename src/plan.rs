@@ -157,53 +157,55 @@ pub fn changes(
     let new = repo
         .find_tree(new_tree)
         .with_context(|| format!("failed to read tree {new_tree}"))?;
-    // Default options: full paths, no rename tracking (a rename is a deletion and an addition,
-    // which is what the worktree update needs anyway).
-    let detached = repo
-        .diff_tree_to_tree(&old, &new, Some(gix::diff::Options::default()))
-        .with_context(|| format!("failed to diff trees {old_tree} and {new_tree}"))?;
-    let mut changes: Vec<Change> = detached.into_iter().filter_map(to_change).collect();
+    // The plain tree diff with full paths and no rename tracking (a rename is a deletion and
+    // an addition, which is what the worktree update needs anyway). Not
+    // `Repository::diff_tree_to_tree`: that one also loads the index and an attribute stack for
+    // blob diffs we never make, which doubled the memory and the time of an update in a large
+    // repository (see contrib/bench).
+    let mut recorder = gix::diff::tree::Recorder::default();
+    gix::diff::tree(
+        gix::objs::TreeRefIter::from_bytes(&old.data, repo.object_hash()),
+        gix::objs::TreeRefIter::from_bytes(&new.data, repo.object_hash()),
+        gix::diff::tree::State::default(),
+        &repo.objects,
+        &mut recorder,
+    )
+    .with_context(|| format!("failed to diff trees {old_tree} and {new_tree}"))?;
+    let mut changes: Vec<Change> = recorder.records.into_iter().filter_map(to_change).collect();
     changes.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(changes)
 }
 
-fn to_change(change: gix::object::tree::diff::ChangeDetached) -> Option<Change> {
-    use gix::object::tree::diff::ChangeDetached as C;
+fn to_change(change: gix::diff::tree::recorder::Change) -> Option<Change> {
+    use gix::diff::tree::recorder::Change as C;
     let side = |mode: gix::objs::tree::EntryMode, id: ObjectId| {
         let kind = mode.kind();
         (kind != EntryKind::Tree).then_some(Entry { kind, id })
     };
     let (path, old, new) = match change {
         C::Addition {
-            location,
+            path,
             entry_mode,
-            id,
+            oid,
             ..
-        } => (location, None, side(entry_mode, id)),
+        } => (path, None, side(entry_mode, oid)),
         C::Deletion {
-            location,
+            path,
             entry_mode,
-            id,
+            oid,
             ..
-        } => (location, side(entry_mode, id), None),
+        } => (path, side(entry_mode, oid), None),
         C::Modification {
-            location,
+            path,
             previous_entry_mode,
-            previous_id,
+            previous_oid,
             entry_mode,
-            id,
+            oid,
         } => (
-            location,
-            side(previous_entry_mode, previous_id),
-            side(entry_mode, id),
+            path,
+            side(previous_entry_mode, previous_oid),
+            side(entry_mode, oid),
         ),
-        // Rewrites are only reported with rename tracking, which `changes` turns off.
-        C::Rewrite {
-            location,
-            entry_mode,
-            id,
-            ..
-        } => (location, None, side(entry_mode, id)),
     };
     (old.is_some() || new.is_some()).then_some(Change { path, old, new })
 }

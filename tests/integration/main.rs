@@ -10,6 +10,7 @@ mod support;
 
 mod check;
 mod config;
+mod entrypoint;
 mod exit_codes;
 mod fast_forward;
 mod faults;
@@ -25,4 +26,3 @@ mod select;
 mod soak;
 mod transport;
 mod transport_remote;
-mod entrypoint;
