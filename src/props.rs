@@ -269,43 +269,25 @@ proptest! {
 // the config parser
 // ---------------------------------------------------------------------------------------------
 
-const KEYS: &[&str] = &[
-    "repo",
-    "remote",
-    "branch",
-    "compose_command",
-    "compose_files",
-    "project_name",
-    "services",
-    "restart_timeout",
-    "rebuild_policy",
-    "health_timeout",
-    "health_settle",
-    "rollback",
-    "detailed_exitcode",
-    "output",
-    "quiet",
-    "verbose",
-    "ignore",
-    "dependency_files",
-    "hooks",
-    "timeout",
-    "splay",
-    "metrics_file",
-    "every",
-    "before",
-    "after_success",
-    "on_failure",
-    "web",
-    "paths",
-    "servics",
-    "",
-];
+/// The config's own keys, then nested keys and near misses.
+fn keys() -> Vec<&'static str> {
+    let mut keys = crate::settings::CONFIG_KEYS.to_vec();
+    keys.extend([
+        "before",
+        "after_success",
+        "on_failure",
+        "web",
+        "paths",
+        "servics",
+        "",
+    ]);
+    keys
+}
 
 /// Pieces of YAML and of things that are almost YAML.
 fn yaml_token() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(KEYS).prop_map(|k| format!("{k}:")),
+        prop::sample::select(keys()).prop_map(|k| format!("{k}:")),
         prop::sample::select(vec![
             " ",
             "  ",
@@ -400,7 +382,7 @@ fn yaml_value(depth: u32) -> BoxedStrategy<serde_yaml::Value> {
     prop_oneof![
         3 => leaf,
         1 => prop::collection::vec(yaml_value(depth - 1), 0..4).prop_map(Value::Sequence),
-        1 => prop::collection::vec((prop::sample::select(KEYS), yaml_value(depth - 1)), 0..4).prop_map(|entries| {
+        1 => prop::collection::vec((prop::sample::select(keys()), yaml_value(depth - 1)), 0..4).prop_map(|entries| {
             Value::Mapping(entries.into_iter().map(|(k, v)| (Value::String(k.to_string()), v)).collect())
         }),
     ]
@@ -456,7 +438,7 @@ proptest! {
     /// every key: the message that quotes a bad value still fits on one line.
     #[test]
     fn config_values_with_line_breaks(
-        key in prop::sample::select(&KEYS[..23]),
+        key in prop::sample::select(crate::settings::CONFIG_KEYS.to_vec()),
         value in "[a-z -]{0,6}[\n\r\u{85}\u{2028}][a-z -]{0,6}",
         in_list in any::<bool>(),
     ) {

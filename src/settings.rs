@@ -571,7 +571,7 @@ pub fn output_from_flags(cli: &Cli) -> OutputFormat {
 
 /// The keys a config file may hold, in the order the help lists them. Kept equal to
 /// [`RawConfig`]'s fields by a test.
-const CONFIG_KEYS: [&str; 25] = [
+pub(crate) const CONFIG_KEYS: [&str; 25] = [
     "repo",
     "remote",
     "branch",
