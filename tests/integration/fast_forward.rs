@@ -581,3 +581,22 @@ fn additions_interleaved_with_modifications_leave_one_index_entry_per_path() {
         assert_eq!(paths.len(), count, "duplicate index entries:\n{staged}");
     }
 }
+
+/// A shallow clone (as CI systems and small servers make them) fast-forwards like a full one,
+/// and stays shallow.
+#[test]
+fn fast_forwards_a_shallow_clone() {
+    let t = Fixture::new();
+    t.push_files(&[("app/main.py", "v2\n")]);
+    fs::remove_dir_all(&t.checkout).unwrap();
+    let url = format!("file://{}", t.remote.display());
+    t.git(&t.root, &["clone", "-q", "--depth", "1", &url, "checkout"]);
+    assert!(
+        t.checkout.join(".git/shallow").exists(),
+        "the fixture is shallow"
+    );
+    t.push_files(&[("app/main.py", "v3\n"), ("app/new.py", "new\n")]);
+    update(&t, &Clean::strict());
+    assert_eq!(t.co_read("app/main.py"), "v3\n");
+    assert!(t.checkout.join(".git/shallow").exists(), "still shallow");
+}
