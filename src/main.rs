@@ -15,6 +15,7 @@ mod guard;
 mod health;
 mod hooks;
 mod journal;
+mod lfs;
 mod lock;
 mod metrics;
 mod plan;

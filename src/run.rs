@@ -121,6 +121,11 @@ fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
         return Ok(());
     }
     refuse_unsafe_paths(&plan)?;
+    crate::lfs::refuse_unconfigured_lfs(
+        &checkout.repo,
+        &plan.changes,
+        checkout::tree_of(&checkout.repo, Some(tip))?,
+    )?;
     refuse_unallowed_rebuild(settings, &plan)?;
 
     match settings.command {

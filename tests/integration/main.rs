@@ -16,6 +16,7 @@ mod fast_forward;
 mod faults;
 mod hooks;
 mod hostile;
+mod lfs;
 mod lock;
 mod ops;
 mod output;

@@ -1,0 +1,151 @@
+//! Git LFS: refuse an update that would write LFS pointer text into the worktree.
+//!
+//! The apply step runs git's filters as the new tree's `.gitattributes` define them. A path with
+//! `filter=lfs` is only smudged into its real content when git-lfs is set up for the checkout
+//! (`filter.lfs.process` or `filter.lfs.smudge`); without it the pointer file itself would be
+//! checked out, which is silently wrong for the app. Such an update is refused up front.
+
+use std::collections::HashSet;
+
+use anyhow::Context;
+use gix::attrs::StateRef;
+use gix::bstr::{BStr, BString, ByteSlice};
+use gix::objs::tree::EntryKind;
+use gix::ObjectId;
+
+use crate::exit::Failure;
+use crate::plan::Change;
+
+/// How many LFS paths the refusal names before it says "and N more".
+const NAMED: usize = 5;
+
+/// Refuse (exit 2, nothing touched) when a file the update writes has `filter=lfs` in the new
+/// tree's attributes while the checkout's config has neither `filter.lfs.process` nor
+/// `filter.lfs.smudge`.
+pub fn refuse_unconfigured_lfs(
+    repo: &gix::Repository,
+    changes: &[Change],
+    new_tree: ObjectId,
+) -> anyhow::Result<()> {
+    let written: Vec<&BStr> = changes
+        .iter()
+        .filter(|c| {
+            c.new
+                .is_some_and(|n| matches!(n.kind, EntryKind::Blob | EntryKind::BlobExecutable))
+        })
+        .map(|c| c.path.as_bstr())
+        .collect();
+    if written.is_empty()
+        || lfs_configured(repo)
+        || !attributes_mention_lfs(repo, &written, new_tree)?
+    {
+        return Ok(());
+    }
+    let lfs_paths = lfs_filtered(repo, &written, new_tree)?;
+    if lfs_paths.is_empty() {
+        return Ok(());
+    }
+    let mut named: Vec<String> = lfs_paths
+        .iter()
+        .take(NAMED)
+        .map(|p| format!("`{p}`"))
+        .collect();
+    if lfs_paths.len() > NAMED {
+        named.push(format!("and {} more", lfs_paths.len() - NAMED));
+    }
+    Err(Failure::usage(format!(
+        "refused: the update has Git LFS files ({}) but git-lfs is not set up for this checkout; install git-lfs and run `git lfs install` in it (nothing was touched)",
+        named.join(", ")
+    ))
+    .into())
+}
+
+/// Whether the checkout's config (all scopes gix reads) sets up an LFS filter driver.
+fn lfs_configured(repo: &gix::Repository) -> bool {
+    let config = repo.config_snapshot();
+    ["filter.lfs.process", "filter.lfs.smudge"]
+        .iter()
+        .any(|key| config.string(*key).is_some_and(|v| !v.trim().is_empty()))
+}
+
+/// The cheap gate: does any `.gitattributes` that can apply to a written path (the new tree's,
+/// in the path's directory or above) or `$GIT_DIR/info/attributes` mention `lfs` at all?
+/// Only then is the full attribute lookup paid for.
+fn attributes_mention_lfs(
+    repo: &gix::Repository,
+    written: &[&BStr],
+    new_tree: ObjectId,
+) -> anyhow::Result<bool> {
+    let info = repo.common_dir().join("info").join("attributes");
+    if std::fs::read(&info).is_ok_and(|data| data.find(b"lfs").is_some()) {
+        return Ok(true);
+    }
+    let tree = repo
+        .find_tree(new_tree)
+        .with_context(|| format!("failed to read tree {new_tree}"))?;
+    let mut dirs: HashSet<&[u8]> = HashSet::new();
+    dirs.insert(b"");
+    for path in written {
+        let mut rest: &[u8] = path;
+        while let Some(slash) = rest.rfind_byte(b'/') {
+            rest = &rest[..slash];
+            if !dirs.insert(rest) {
+                break; // its ancestors are in the set already
+            }
+        }
+    }
+    for dir in dirs {
+        let mut components: Vec<&[u8]> = if dir.is_empty() {
+            Vec::new()
+        } else {
+            dir.split_str("/").collect()
+        };
+        components.push(b".gitattributes");
+        let entry = tree
+            .lookup_entry(components.iter().map(|c| BString::from(*c)))
+            .with_context(|| format!("failed to look up .gitattributes in tree {new_tree}"))?;
+        let Some(entry) = entry else { continue };
+        if !entry.mode().is_blob() {
+            continue;
+        }
+        let blob = repo
+            .find_blob(entry.object_id())
+            .with_context(|| format!("failed to read .gitattributes {}", entry.object_id()))?;
+        if blob.data.find(b"lfs").is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The written paths whose `filter` attribute, as the new tree defines it, is `lfs`.
+fn lfs_filtered(
+    repo: &gix::Repository,
+    written: &[&BStr],
+    new_tree: ObjectId,
+) -> anyhow::Result<Vec<BString>> {
+    let index = repo
+        .index_from_tree(&new_tree)
+        .with_context(|| format!("failed to read tree {new_tree}"))?;
+    let mut attributes = repo
+        .attributes_only(
+            &index,
+            gix::worktree::stack::state::attributes::Source::IdMapping,
+        )
+        .context("failed to read .gitattributes of the new tree")?;
+    let mut out = attributes.selected_attribute_matches(["filter"]);
+    let mut found = Vec::new();
+    for path in written {
+        let platform = attributes
+            .at_entry(*path, None)
+            .with_context(|| format!("failed to read the attributes of `{path}`"))?;
+        platform.matching_attributes(&mut out);
+        let is_lfs = out
+            .iter_selected()
+            .any(|m| matches!(m.assignment.state, StateRef::Value(v) if v.as_bstr() == "lfs"));
+        if is_lfs {
+            found.push(BString::from(*path));
+        }
+    }
+    Ok(found)
+}
