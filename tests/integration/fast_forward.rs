@@ -600,3 +600,51 @@ fn fast_forwards_a_shallow_clone() {
     assert_eq!(t.co_read("app/main.py"), "v3\n");
     assert!(t.checkout.join(".git/shallow").exists(), "still shallow");
 }
+
+/// A submodule's gitlink that the update adds gets its empty directory, and one it moves is
+/// recorded in the index; the submodule's own checkout is left alone, as `git merge` leaves it.
+#[test]
+fn adds_and_moves_a_submodule_gitlink() {
+    let t = Fixture::new();
+    // `git add -A` (dev_commit) would drop a gitlink whose directory is missing: commit directly.
+    let commit = |msg: &str| t.git(&t.dev, &["commit", "-q", "-m", msg]);
+    let commit_a = t.rev_parse(&t.dev, "HEAD");
+    t.git(
+        &t.dev,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{commit_a},vendor/lib"),
+        ],
+    );
+    commit("add a gitlink");
+    t.push();
+    update(&t, &Clean::strict());
+    assert!(
+        t.co("vendor/lib").is_dir(),
+        "an added gitlink gets its directory"
+    );
+    t.git(
+        &t.dev,
+        &[
+            "update-index",
+            "--cacheinfo",
+            &format!("160000,{},vendor/lib", t.rev_parse(&t.dev, "HEAD")),
+        ],
+    );
+    let commit_b = t.rev_parse(&t.dev, "HEAD");
+    commit("move the gitlink");
+    t.push();
+    update(&t, &Clean::strict());
+    let staged = t.git(&t.checkout, &["ls-files", "-s", "vendor/lib"]);
+    assert!(
+        staged.starts_with(&format!("160000 {commit_b} 0")),
+        "{staged}"
+    );
+    assert_eq!(
+        fs::read_dir(t.co("vendor/lib")).unwrap().count(),
+        0,
+        "the submodule checkout is left alone"
+    );
+}
