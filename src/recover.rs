@@ -191,3 +191,52 @@ fn branch_tip(checkout: &Checkout) -> anyhow::Result<Option<ObjectId>> {
 fn short(id: ObjectId) -> String {
     id.to_hex_with_len(7).to_string()
 }
+
+/// While a fetch runs, `<git-dir>/pullstart-fetching` holds the pid of the run doing it. gix
+/// locks `packed-refs` and the tracking ref while it moves the ref; a run killed then leaves
+/// those lock files behind, and every later fetch would fail on them.
+pub struct FetchMarker(PathBuf);
+
+impl FetchMarker {
+    /// The fetch is over (successful or not): its locks are released.
+    pub fn done(self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn fetch_marker_path(checkout: &Checkout) -> PathBuf {
+    checkout.git_dir().join("pullstart-fetching")
+}
+
+/// Write the marker before fetching.
+pub fn fetch_marker(checkout: &Checkout) -> anyhow::Result<FetchMarker> {
+    let path = fetch_marker_path(checkout);
+    std::fs::write(&path, format!("{}\n", std::process::id()))
+        .with_context(|| format!("failed to write `{}`", path.display()))?;
+    Ok(FetchMarker(path))
+}
+
+/// If a marker is left over, its run was killed mid-fetch: remove the locks of the refs a fetch
+/// moves (`packed-refs` and the tracking ref) that are not older than the marker, i.e. that this
+/// killed fetch took. The caller holds pullstart's own lock, so no other run is fetching.
+pub fn clear_interrupted_fetch(
+    checkout: &Checkout,
+    tracking: &gix::refs::FullName,
+) -> anyhow::Result<()> {
+    let marker = fetch_marker_path(checkout);
+    let Some(marker_time) = modified(&marker) else {
+        return Ok(());
+    };
+    let common = checkout.repo.common_dir().to_path_buf();
+    let locks = [
+        common.join("packed-refs.lock"),
+        lock_path(&common.join(tracking.as_bstr().to_str_lossy().as_ref())),
+    ];
+    for lock in locks {
+        if modified(&lock).is_some_and(|t| t >= marker_time) {
+            remove(&lock)?;
+        }
+    }
+    let _ = std::fs::remove_file(&marker);
+    Ok(())
+}

@@ -70,6 +70,10 @@ fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
     let tracking =
         fetch::tracking_ref_name(&checkout.repo, &checkout.remote, &checkout.remote_branch)?;
     let previous_tip = read_ref(&checkout.repo, tracking.as_bstr())?;
+    // A run killed while the fetch moved the tracking ref leaves its ref locks behind; the
+    // marker says whose they are (see `recover::fetch_marker`).
+    recover::clear_interrupted_fetch(checkout, &tracking)?;
+    let marker = recover::fetch_marker(checkout)?;
     let fetched = fetch::fetch_with(
         &checkout.repo,
         &checkout.remote,
@@ -79,7 +83,9 @@ fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
             ssh_key: settings.ssh_key.clone(),
             token_file: settings.token_file.clone(),
         },
-    )?;
+    );
+    marker.done();
+    let fetched = fetched?;
     step(
         settings,
         format_args!(

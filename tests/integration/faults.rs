@@ -1048,3 +1048,37 @@ fn eight_runs_at_once_one_works_the_others_exit_7() {
     assert_no_leftovers(&t);
     assert_converges(&t, &tip, 1..=1);
 }
+
+/// A run killed while its fetch moved the tracking ref leaves `packed-refs.lock` and the tracking
+/// ref's lock; the fetch marker it left says they are its own, so the next run removes them and
+/// converges. A lock older than the marker was not that fetch's and is kept (exit 3).
+#[test]
+fn ref_locks_left_by_a_killed_fetch_are_removed() {
+    let (t, tip) = many_files_update(3);
+    let marker = t.git_dir().join("pullstart-fetching");
+    let packed = t.git_dir().join("packed-refs.lock");
+    let tracking = t.git_dir().join("refs/remotes/origin/main.lock");
+
+    // Someone else's old lock, then the killed fetch's marker: the old lock is not ours.
+    fs::write(&packed, "").unwrap();
+    age(&packed, 60);
+    fs::write(&marker, "4194301\n").unwrap();
+    age(&marker, 30);
+    let out = t.run(&["run"]);
+    out.code(3);
+    assert!(
+        packed.exists(),
+        "a lock older than the killed fetch was deleted"
+    );
+    fs::remove_file(&packed).unwrap();
+
+    // The killed fetch's own locks, newer than its marker.
+    fs::write(&marker, "4194301\n").unwrap();
+    age(&marker, 30);
+    for lock in [&packed, &tracking] {
+        fs::write(lock, "").unwrap();
+        age(lock, 20);
+    }
+    assert_converges(&t, &tip, 1..=1);
+    assert!(!packed.exists() && !tracking.exists() && !marker.exists());
+}
