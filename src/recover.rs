@@ -192,45 +192,52 @@ fn short(id: ObjectId) -> String {
     id.to_hex_with_len(7).to_string()
 }
 
-/// While a fetch runs, `<git-dir>/pullstart-fetching` holds the pid of the run doing it. gix
-/// locks `packed-refs` and the tracking ref while it moves the ref; a run killed then leaves
-/// those lock files behind, and every later fetch would fail on them.
-pub struct FetchMarker(PathBuf);
+/// While a run holds pullstart's lock, `<git-dir>/pullstart-running` holds its pid. A run
+/// killed while gix held a ref lock (moving the tracking ref, the branch, the deployed ref) leaves
+/// that lock file behind, and every later run would fail on it.
+pub struct RunMarker(PathBuf);
 
-impl FetchMarker {
-    /// The fetch is over (successful or not): its locks are released.
+impl RunMarker {
+    /// The run is over (successful or not): its ref locks are released.
     pub fn done(self) {
         let _ = std::fs::remove_file(&self.0);
     }
 }
 
-fn fetch_marker_path(checkout: &Checkout) -> PathBuf {
-    checkout.git_dir().join("pullstart-fetching")
+fn run_marker_path(checkout: &Checkout) -> PathBuf {
+    checkout.git_dir().join("pullstart-running")
 }
 
-/// Write the marker before fetching.
-pub fn fetch_marker(checkout: &Checkout) -> anyhow::Result<FetchMarker> {
-    let path = fetch_marker_path(checkout);
+/// Write the marker once pullstart's lock is held.
+pub fn run_marker(checkout: &Checkout) -> anyhow::Result<RunMarker> {
+    let path = run_marker_path(checkout);
     std::fs::write(&path, format!("{}\n", std::process::id()))
         .with_context(|| format!("failed to write `{}`", path.display()))?;
-    Ok(FetchMarker(path))
+    Ok(RunMarker(path))
 }
 
-/// If a marker is left over, its run was killed mid-fetch: remove the locks of the refs a fetch
-/// moves (`packed-refs` and the tracking ref) that are not older than the marker, i.e. that this
-/// killed fetch took. The caller holds pullstart's own lock, so no other run is fetching.
-pub fn clear_interrupted_fetch(
+/// If a marker is left over, its run was killed: remove the locks of the refs a run moves
+/// (`packed-refs`, the tracking ref, HEAD, the branch, the deployed and rejected refs) that are
+/// not older than the marker, i.e. that the killed run took. The caller holds pullstart's own
+/// lock, so no other run is moving them; a lock older than the marker is someone else's and is
+/// kept. `index.lock` is the journal's business (see `recover`).
+pub fn clear_interrupted_run(
     checkout: &Checkout,
     tracking: &gix::refs::FullName,
 ) -> anyhow::Result<()> {
-    let marker = fetch_marker_path(checkout);
+    let marker = run_marker_path(checkout);
     let Some(marker_time) = modified(&marker) else {
         return Ok(());
     };
     let common = checkout.repo.common_dir().to_path_buf();
+    let reference = |name: &str| lock_path(&common.join(name));
     let locks = [
         common.join("packed-refs.lock"),
-        lock_path(&common.join(tracking.as_bstr().to_str_lossy().as_ref())),
+        checkout.git_dir().join("HEAD.lock"),
+        reference(tracking.as_bstr().to_str_lossy().as_ref()),
+        reference(checkout.branch.as_bstr().to_str_lossy().as_ref()),
+        reference(crate::record::DEPLOYED_REF),
+        reference(crate::record::REJECTED_REF),
     ];
     for lock in locks {
         if modified(&lock).is_some_and(|t| t >= marker_time) {

@@ -44,6 +44,12 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
             checkout.git_dir().join("pullstart.lock").display()
         ),
     );
+    // A run killed while it moved a ref (the fetch's tracking ref, the branch, the deployed
+    // ref) leaves that ref's lock behind; the run marker says whose it is.
+    let tracking =
+        fetch::tracking_ref_name(&checkout.repo, &checkout.remote, &checkout.remote_branch)?;
+    recover::clear_interrupted_run(&checkout, &tracking)?;
+    let marker = recover::run_marker(&checkout)?;
     if settings.command == Command::Run {
         if let Some(journal) = recover::recover(&mut checkout)? {
             step(
@@ -55,6 +61,7 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
         }
     }
     let result = pipeline(settings, &checkout, outcome);
+    marker.done();
     if let (Err(err), Command::Run) = (&result, settings.command) {
         on_failure_hook(settings, &checkout, outcome, err);
     }
@@ -70,10 +77,6 @@ fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
     let tracking =
         fetch::tracking_ref_name(&checkout.repo, &checkout.remote, &checkout.remote_branch)?;
     let previous_tip = read_ref(&checkout.repo, tracking.as_bstr())?;
-    // A run killed while the fetch moved the tracking ref leaves its ref locks behind; the
-    // marker says whose they are (see `recover::fetch_marker`).
-    recover::clear_interrupted_fetch(checkout, &tracking)?;
-    let marker = recover::fetch_marker(checkout)?;
     let fetched = fetch::fetch_with(
         &checkout.repo,
         &checkout.remote,
@@ -83,9 +86,7 @@ fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
             ssh_key: settings.ssh_key.clone(),
             token_file: settings.token_file.clone(),
         },
-    );
-    marker.done();
-    let fetched = fetched?;
+    )?;
     step(
         settings,
         format_args!(

@@ -1050,12 +1050,12 @@ fn eight_runs_at_once_one_works_the_others_exit_7() {
 }
 
 /// A run killed while its fetch moved the tracking ref leaves `packed-refs.lock` and the tracking
-/// ref's lock; the fetch marker it left says they are its own, so the next run removes them and
-/// converges. A lock older than the marker was not that fetch's and is kept (exit 3).
+/// ref's lock; the run marker it left says they are its own, so the next run removes them and
+/// converges. A lock older than the marker was not that run's and is kept (exit 3).
 #[test]
 fn ref_locks_left_by_a_killed_fetch_are_removed() {
     let (t, tip) = many_files_update(3);
-    let marker = t.git_dir().join("pullstart-fetching");
+    let marker = t.git_dir().join("pullstart-running");
     let packed = t.git_dir().join("packed-refs.lock");
     let tracking = t.git_dir().join("refs/remotes/origin/main.lock");
 
