@@ -9,7 +9,7 @@ use gix::refs::FullName;
 use gix::remote::Direction;
 use gix::ObjectId;
 
-use crate::exit::{ExitCode, Failure};
+use crate::exit::Failure;
 use crate::settings::{Deadline, Settings};
 
 /// An open checkout and the branch pullstart fast-forwards in it.
@@ -184,7 +184,3 @@ pub fn tree_of(repo: &gix::Repository, commit: Option<ObjectId>) -> anyhow::Resu
         }
     }
 }
-
-/// Shorthand used by errors elsewhere: the exit code for a corrupt or unreadable repository.
-#[allow(dead_code)]
-pub const CORRUPT: ExitCode = ExitCode::Internal;

@@ -489,13 +489,3 @@ impl<'a> Guard<'a> {
         self.workdir.join(OsStr::from_bytes(path))
     }
 }
-
-/// For tests and `status`: the paths of `changes` whose new side is of `kind`.
-#[allow(dead_code)]
-pub fn paths_of_kind(changes: &[Change], kind: EntryKind) -> Vec<&BStr> {
-    changes
-        .iter()
-        .filter(|c| c.new.is_some_and(|e| e.kind == kind))
-        .map(|c| c.path.as_bstr())
-        .collect()
-}

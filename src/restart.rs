@@ -127,32 +127,10 @@ fn exit_description(status: &std::process::ExitStatus) -> String {
 /// The last non-empty line of compose's output, without terminal escapes.
 fn last_line(text: &str) -> Option<String> {
     text.lines()
-        .map(strip_escapes)
+        .map(crate::health::strip_escapes)
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
         .last()
-}
-
-/// Remove ANSI escape sequences (compose colours and clears lines even without a terminal).
-fn strip_escapes(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        if chars.peek() == Some(&'[') {
-            chars.next();
-            // Parameters and intermediates, up to and including the final byte (@ to ~).
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) {
-                    break;
-                }
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
