@@ -678,7 +678,7 @@ fn run_compose(
     let mut words: Vec<String> = rest.to_vec();
     words.extend(args.iter().map(|a| a.to_string()));
     let shown = shell_words::join(std::iter::once(program).chain(&words));
-    let handle = duct::cmd(program, &words)
+    let handle = crate::child::cmd(program, &words)
         .dir(workdir)
         .stdin_null()
         .stdout_capture()

@@ -88,8 +88,7 @@ pub fn run(
         return Ok(());
     };
     let hex = |id: Option<ObjectId>| id.map(|id| id.to_string()).unwrap_or_default();
-    let handle = crate::restart::in_own_group(duct::cmd("sh", ["-c", command]))
-        .env_remove(crate::fetch::TOKEN_ENV)
+    let handle = crate::child::in_own_group(crate::child::cmd("sh", ["-c", command]))
         .dir(workdir)
         .env("PULLSTART_HOOK", hook.name())
         .env("PULLSTART_RESULT", &facts.result)
@@ -115,7 +114,7 @@ pub fn run(
     let output = match handle.wait_timeout(timeout)? {
         Some(output) => output.clone(),
         None => {
-            crate::restart::kill_group(&handle);
+            crate::child::kill_group(&handle);
             return Err(failure(format!("did not finish within {}", humantime(timeout))).into());
         }
     };

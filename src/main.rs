@@ -5,6 +5,7 @@
 
 mod apply;
 mod checkout;
+mod child;
 mod cli;
 mod compose;
 mod entrypoint;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::child;
 use crate::exit::{ExitCode, Failure};
 use crate::select::{Action, Services};
 use crate::settings::Settings;
@@ -54,8 +55,7 @@ pub fn commands(settings: &Settings, services: &Services) -> Vec<Vec<String>> {
 /// cannot start is exit 6, with the last line compose printed in the message.
 pub fn run(words: &[String], workdir: &Path, timeout: Duration) -> anyhow::Result<()> {
     let shown = shell_words::join(words);
-    let handle = in_own_group(duct::cmd(&words[0], &words[1..]))
-        .env_remove(crate::fetch::TOKEN_ENV)
+    let handle = child::in_own_group(child::cmd(&words[0], &words[1..]))
         .dir(workdir)
         .stdin_null()
         .stderr_to_stdout()
@@ -72,7 +72,7 @@ pub fn run(words: &[String], workdir: &Path, timeout: Duration) -> anyhow::Resul
     {
         Some(output) => output.clone(),
         None => {
-            kill_group(&handle);
+            child::kill_group(&handle);
             return Err(Failure::new(
                 ExitCode::RestartFailed,
                 format!("restart failed: `{shown}` did not finish within {}s and was killed; the next run retries", timeout.as_secs()),
@@ -92,27 +92,6 @@ pub fn run(words: &[String], workdir: &Path, timeout: Duration) -> anyhow::Resul
     };
     Err(anyhow::anyhow!("compose output:\n{}", text.trim_end())
         .context(Failure::new(ExitCode::RestartFailed, message)))
-}
-
-/// Start the command in a process group of its own, so that a time-out can kill it together
-/// with everything it started (`sh -c` hooks, compose plugins, build helpers).
-pub(crate) fn in_own_group(expression: duct::Expression) -> duct::Expression {
-    use std::os::unix::process::CommandExt;
-    expression.before_spawn(|command| {
-        command.process_group(0);
-        Ok(())
-    })
-}
-
-/// Kill the process group of a command started with [`in_own_group`], then reap it.
-pub(crate) fn kill_group(handle: &duct::Handle) {
-    for pid in handle.pids() {
-        // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-        }
-    }
-    let _ = handle.kill();
 }
 
 fn exit_description(status: &std::process::ExitStatus) -> String {
