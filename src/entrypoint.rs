@@ -1,9 +1,15 @@
 //! `pullstart entrypoint --url URL --dir DIR [--branch B] -- CMD [ARGS...]`: deliver the code at
 //! a container's start, for an image that holds none.
 //!
-//! - DIR missing or empty: clone URL (branch B, else the remote's HEAD) into it with gix. A
-//!   failed clone leaves DIR empty again and exits 3; CMD does not start (there is nothing to
-//!   start it on).
+//! - DIR missing or empty: clone URL (branch B, else the remote's HEAD) into it with gix's clone,
+//!   whose connection gets what `pullstart run`'s fetch gives its own ([`configure`]): over
+//!   http(s) the token (`--token-file`, `PULLSTART_TOKEN`, `PULLSTART_TOKEN_FILE`,
+//!   `pullstart.tokenFile`) or the credential helpers without prompting, git's `http.*` settings
+//!   and the timeout; over ssh the user's ssh command made non-interactive and bounded, with
+//!   `--ssh-key` added. A failure is named in the same words as a run's (wrong credentials,
+//!   untrusted certificate, unknown host key, refused connection...). A failed clone leaves DIR
+//!   empty again and exits 3 (2 when a token file or ssh key cannot be used, as for a run); CMD
+//!   does not start (there is nothing to start it on).
 //! - DIR holds a checkout: the same run as `pullstart run` ([`run::execute`]), with
 //!   [`Settings::act`] false: fetch, guard, fast-forward, record the deployed commit, but no
 //!   compose project is read and no service is touched (the app is not started yet). Whatever
@@ -15,17 +21,23 @@
 //! Then CMD is exec'd: it replaces pullstart in the same process (PID 1 in a container stays
 //! PID 1 and passes to the app, which receives the container's signals itself).
 
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use gix::protocol::transport::client::blocking_io::Transport;
+use gix::remote::Direction;
+use gix::url::Scheme;
 
 use crate::exit::{self, ExitCode, Failure};
+use crate::fetch::{http, ssh, Cause, FetchOptions};
 use crate::redact::redact;
 use crate::report::{self, Outcome, Style};
 use crate::settings::{Command, Settings};
@@ -134,8 +146,96 @@ fn inspect(dir: &Path) -> anyhow::Result<Dir> {
     }
 }
 
+/// The connection gix's clone opens: its transport is boxed.
+type CloneConnection<'a, 'b, 'c> = gix::remote::Connection<'a, 'b, 'c, Box<dyn Transport + Send>>;
+
+/// What the clone's connection was given, kept for the error message.
+#[derive(Default)]
+struct Setup {
+    /// http(s): where the credentials come from ([`http::Credentials::describe`]).
+    credentials: Option<String>,
+    /// ssh: the command, whose stderr names the cause (dropping it removes that file), and the
+    /// url it connected to.
+    ssh: Option<(ssh::Command, gix::Url)>,
+    /// Why the connection could not be set up (a token file or ssh key that cannot be read, a
+    /// key for an ssh command that is not OpenSSH): a usage error, as for a run.
+    error: Option<anyhow::Error>,
+}
+
+impl Setup {
+    /// What went wrong, in the words of `pullstart run`'s fetch, where they know better than
+    /// the clone's own error.
+    fn cause(&self, err: &gix::Error, timeout: Duration) -> Option<String> {
+        let cause = match (&self.credentials, &self.ssh) {
+            (Some(credentials), _) => http::cause(err, credentials, timeout),
+            (None, Some((command, url))) => command.stderr_report()?.cause(url, timeout),
+            (None, None) => None,
+        }?;
+        Some(match cause {
+            Cause::Transient(cause) => cause,
+            Cause::NeedsFix { cause, remedy } => format!("{cause}; {remedy}"),
+        })
+    }
+
+    /// `chain` with ssh's stderr as one more cause, for `--verbose`.
+    fn attach(&self, chain: anyhow::Error) -> anyhow::Error {
+        match self
+            .ssh
+            .as_ref()
+            .and_then(|(command, _)| command.stderr_report())
+        {
+            Some(report) => report.attach(chain),
+            None => chain,
+        }
+    }
+}
+
+/// Gives the clone's connection what [`crate::fetch::fetch_with`] gives its own, from the
+/// clone's repository (whose configuration is the global one: there is no repository config
+/// yet): over http(s) the transport options and credentials of [`http`], over ssh the
+/// non-interactive, bounded command of [`ssh`] (the user's `core.sshCommand` /
+/// `GIT_SSH_COMMAND` with `--ssh-key` added). Other transports are left as gix made them.
+fn configure(
+    connection: &mut CloneConnection<'_, '_, '_>,
+    options: &FetchOptions,
+    setup: &RefCell<Setup>,
+) -> gix::Result<()> {
+    let remote = connection.remote();
+    let repo = remote.repo();
+    let Some(url) = remote.url(Direction::Fetch).cloned() else {
+        return Ok(());
+    };
+    let unusable = |err: anyhow::Error| {
+        setup.borrow_mut().error = Some(err);
+        gix::error::message("the connection could not be set up")
+    };
+    match url.scheme {
+        Scheme::Http | Scheme::Https => {
+            let name = remote
+                .name()
+                .map_or_else(|| "origin".to_owned(), |name| name.as_bstr().to_string());
+            let credentials = http::Credentials::resolve(repo, options, &url).map_err(unusable)?;
+            setup.borrow_mut().credentials = Some(credentials.describe());
+            let transport = http::transport_options(repo, &url, &name, options.timeout)?;
+            let authenticate = credentials.into_authenticate(repo);
+            connection.set_transport_options(transport);
+            connection.set_credentials(authenticate);
+        }
+        Scheme::Ssh => {
+            let command = ssh::Command::prepare(repo, options.ssh_key.as_deref(), options.timeout)
+                .map_err(unusable)?;
+            let transport = command.connect(remote)?;
+            setup.borrow_mut().ssh = Some((command, url));
+            *connection.transport_mut() = Box::new(transport);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Clones `url` into the empty or missing `dir` and records the deployed commit; returns the
-/// summary line. Every failure is exit 3.
+/// summary line. Every failure is exit 3, but a token file or ssh key that cannot be used (exit
+/// 2, as for a run).
 fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<String> {
     let failed = |what: String| Failure::new(ExitCode::FetchFailed, what);
     let shown = redact(url).into_owned();
@@ -155,31 +255,45 @@ fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<String> {
         dir.to_path_buf(),
         shown.clone(),
     );
-    let result = (|| -> anyhow::Result<gix::Repository> {
-        let mut prepare = gix::prepare_clone(url, dir)?;
+    let options = FetchOptions {
+        timeout: settings.timeout,
+        ssh_key: settings.ssh_key.clone(),
+        token_file: settings.token_file.clone(),
+    };
+    let setup = Rc::new(RefCell::new(Setup::default()));
+    // Kept until a failure is explained: dropping it after a failed fetch removes what the clone
+    // made in DIR, ssh's stderr file (in DIR/.git) included.
+    let mut fetching = None;
+    let result = (|| -> gix::Result<gix::Repository> {
+        let configured = Rc::clone(&setup);
+        let mut prepare = gix::prepare_clone(url, dir)?
+            .configure_connection(move |connection| configure(connection, &options, &configured));
         if let Some(branch) = &settings.branch {
             prepare = prepare.with_ref_name(Some(branch.as_str()))?;
         }
-        if let Some(key) = &settings.ssh_key {
-            prepare = prepare.with_in_memory_config_overrides([format!(
-                "core.sshCommand=ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes",
-                shell_words::quote(&key.to_string_lossy())
-            )]);
-        }
+        let prepare = fetching.insert(prepare);
         let (mut checkout, _) = prepare.fetch_then_checkout(gix::progress::Discard, &interrupt)?;
         let (repo, _) = checkout.main_worktree(gix::progress::Discard, &interrupt)?;
         if interrupt.load(Ordering::SeqCst) {
-            anyhow::bail!("interrupted (a signal, or --timeout passed)");
+            return Err(gix::error::message("interrupted (a signal, or --timeout passed)").into());
         }
         Ok(repo)
     })();
     done.store(true, Ordering::SeqCst);
+    let setup = setup.take();
+    if let Some(err) = setup.error {
+        return Err(err);
+    }
     let repo = result.map_err(|err| {
-        let cause = redact(&format!("{err:#}")).into_owned();
-        anyhow::Error::msg(cause).context(failed(format!(
+        let cause = (!interrupt.load(Ordering::SeqCst))
+            .then(|| setup.cause(&err, settings.timeout))
+            .flatten();
+        let err = anyhow::Error::from(err);
+        let chain = setup.attach(anyhow::Error::msg(redact(&format!("{err:#}")).into_owned()));
+        chain.context(failed(format!(
             "clone of {shown} into `{}` failed: {}; nothing was started",
             dir.display(),
-            redact(&first_line(&err))
+            redact(&cause.unwrap_or_else(|| first_line(&err)))
         )))
     })?;
     let head = repo.head_id().map(|id| id.detach()).ok();

@@ -25,10 +25,10 @@
 //!   `PULLSTART_TOKEN`, `PULLSTART_TOKEN_FILE`, `pullstart.tokenFile`, or the checkout's git
 //!   credential helpers, never from a prompt.
 
-mod http;
+pub(crate) mod http;
 /// The environment variable holding an https token; kept out of the compose and hook commands.
 pub use http::TOKEN_ENV;
-mod ssh;
+pub(crate) mod ssh;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -537,7 +537,7 @@ fn redacted_chain(err: &gix::Error) -> anyhow::Error {
 }
 
 /// What went wrong, in the few words after "failed to fetch … from …:".
-enum Cause {
+pub(crate) enum Cause {
     /// The usual: the next run retries.
     Transient(String),
     /// Retrying will not help until someone fixes something.

@@ -19,6 +19,9 @@
 //! (`credential.helper`, `credential.<url>.helper`) with their stderr silenced and prompting
 //! disabled, since no one is there to answer under cron. A url's own `user:password` is tried
 //! first, as git does. gix never sends credentials over plain `http://`; neither does pullstart.
+//!
+//! The entrypoint's first clone, whose connection gix opens itself, is given the same
+//! [`Credentials`] and [`transport_options`], and its failures are named by the same [`cause`].
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -58,7 +61,7 @@ impl std::fmt::Debug for Token {
 }
 
 /// What answers the server's 401.
-pub(super) struct Credentials {
+pub(crate) struct Credentials {
     token: Option<Token>,
     user: String,
 }
@@ -67,7 +70,7 @@ impl Credentials {
     /// The token for this fetch, from the first of: `options.token_file`, `PULLSTART_TOKEN`,
     /// `PULLSTART_TOKEN_FILE`, git config `pullstart.tokenFile`. None of them: the credential
     /// helpers. A named token file that cannot be read, or is empty, is a usage error.
-    pub(super) fn resolve(
+    pub(crate) fn resolve(
         repo: &gix::Repository,
         options: &FetchOptions,
         url: &gix::Url,
@@ -101,7 +104,7 @@ impl Credentials {
     }
 
     /// Where the credentials come from, for "the server rejected …".
-    pub(super) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.token {
             Some(token) => format!("the token from {}", token.origin),
             None => "the credentials (from the url or the git credential helpers)".to_owned(),
@@ -109,7 +112,7 @@ impl Credentials {
     }
 
     /// The function gix calls when the server asks for credentials.
-    pub(super) fn into_authenticate(
+    pub(crate) fn into_authenticate(
         self,
         repo: &gix::Repository,
     ) -> impl FnMut(Action) -> gix::Result<Option<gix::credentials::protocol::Outcome>> + 'static
@@ -244,7 +247,7 @@ fn token_from_text(
 
 /// The transport options for `url`: git's configuration for it, plus the reqwest client hook
 /// that applies the timeout, the CA file, certificate verification and the proxy.
-pub(super) fn transport_options(
+pub(crate) fn transport_options(
     repo: &gix::Repository,
     url: &gix::Url,
     remote: &str,
@@ -329,7 +332,7 @@ fn read_certificates(path: &Path) -> gix::Result<Vec<reqwest::Certificate>> {
 
 /// What went wrong over http(s), when it is something this module knows better than the
 /// generic classification: authentication, certificates, http-specific timeouts.
-pub(super) fn cause(err: &gix::Error, credentials: &str, timeout: Duration) -> Option<Cause> {
+pub(crate) fn cause(err: &gix::Error, credentials: &str, timeout: Duration) -> Option<Cause> {
     let mut texts = Vec::new();
     let mut timed_out = false;
     let mut refused = false;

@@ -41,7 +41,7 @@ pub(super) const STDERR_FILE: &str = "pullstart-ssh.stderr";
 const KEPT_LINES: usize = 8;
 
 /// The ssh command of one fetch. Dropping it removes the stderr file.
-pub(super) struct Command {
+pub(crate) struct Command {
     options: gix_ssh::connect::Options,
     stderr: Option<PathBuf>,
 }
@@ -51,7 +51,7 @@ impl Command {
     ///
     /// A usage error (exit 2) when the configuration cannot be read, the key cannot be read, or
     /// a key is given for an ssh command that is not OpenSSH.
-    pub(super) fn prepare(
+    pub(crate) fn prepare(
         repo: &gix::Repository,
         key: Option<&Path>,
         timeout: Duration,
@@ -139,13 +139,13 @@ impl Command {
     }
 
     /// The transport for `remote`'s fetch url.
-    pub(super) fn connect(&self, remote: &gix::Remote<'_>) -> gix::Result<SpawnProcessOnDemand> {
+    pub(crate) fn connect(&self, remote: &gix::Remote<'_>) -> gix::Result<SpawnProcessOnDemand> {
         let (url, version) = remote.sanitized_url_and_version(Direction::Fetch)?;
         gix_ssh::connect(url, version, self.options.clone(), false).map_err(gix::Error::from_error)
     }
 
     /// What ssh printed on stderr, if anything.
-    pub(super) fn stderr_report(&self) -> Option<Report> {
+    pub(crate) fn stderr_report(&self) -> Option<Report> {
         let text = fs::read(self.stderr.as_ref()?).ok()?;
         let text = String::from_utf8_lossy(&text);
         let lines: Vec<String> = text
@@ -167,13 +167,13 @@ impl Drop for Command {
 }
 
 /// ssh's stderr lines, redacted.
-pub(super) struct Report {
+pub(crate) struct Report {
     lines: Vec<String>,
 }
 
 impl Report {
     /// The cause these lines name, if they name one.
-    pub(super) fn cause(&self, url: &gix::Url, timeout: Duration) -> Option<Cause> {
+    pub(crate) fn cause(&self, url: &gix::Url, timeout: Duration) -> Option<Cause> {
         let text = self.lines.join("\n").to_lowercase();
         let has = |needle: &str| text.contains(needle);
         let host = url.host().unwrap_or("the server").to_owned();
@@ -254,7 +254,7 @@ impl Report {
     }
 
     /// `chain` with these lines as one more cause, for `--verbose`.
-    pub(super) fn attach(&self, chain: anyhow::Error) -> anyhow::Error {
+    pub(crate) fn attach(&self, chain: anyhow::Error) -> anyhow::Error {
         let start = self.lines.len().saturating_sub(KEPT_LINES);
         chain.context(format!("ssh said: {}", self.lines[start..].join(" | ")))
     }

@@ -4,12 +4,18 @@
 //! CMD is `sh -c` writing its own `$$` and the code it sees into files: `$$` equal to the pid
 //! of the process the test spawned proves that CMD was exec'd (not spawned as a child), and the
 //! file's content proves which code it started on.
+//!
+//! The first clone over https goes to the real lighttpd + `git http-backend` of
+//! support/servers.rs, with the test's CA trusted through `GIT_SSL_CAINFO` or a global git config
+//! (`GIT_CONFIG_GLOBAL`): there is no repository config yet to put `http.sslCAInfo` in. The
+//! first clone over ssh goes to the real `sshd`, with the host trusted through `GIT_SSH_COMMAND`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::support::{path_str, Fixture, Outcome};
+use crate::support::servers::{self, SshServer, WebServer, TOKEN};
+use crate::support::{free_port, path_str, Fixture, Outcome};
 
 /// What CMD saw when it ran.
 struct Started {
@@ -25,6 +31,11 @@ struct Started {
 /// Runs `pullstart entrypoint ARGS -- sh -c ...` from inside `dir`'s parent with `dir` as CMD's
 /// working directory (CMD `cd`s there), and collects what CMD saw.
 fn entrypoint(t: &Fixture, args: &[&str], dir: &Path) -> Started {
+    entrypoint_env(t, args, &[], dir)
+}
+
+/// [`entrypoint`] with `env` added to the hermetic environment.
+fn entrypoint_env(t: &Fixture, args: &[&str], env: &[(&str, &str)], dir: &Path) -> Started {
     let out = t.root.join("cmd.out");
     let pid_file = t.root.join("cmd.pid");
     let _ = fs::remove_file(&out);
@@ -39,6 +50,9 @@ fn entrypoint(t: &Fixture, args: &[&str], dir: &Path) -> Started {
     full.extend(args.iter().map(|a| a.to_string()));
     full.extend(["--".into(), "sh".into(), "-c".into(), script]);
     let mut cmd = t.pullstart();
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
     cmd.args(&full)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -304,4 +318,370 @@ fn a_command_that_cannot_be_started_exits_2() {
     ])
     .code(2)
     .stderr_contains("cannot start `/no/such/program`");
+}
+
+// ----- the first clone over https -----
+
+/// A global git config (for `GIT_CONFIG_GLOBAL`) that trusts the web server's CA, plus `extra`
+/// lines.
+fn global_config(t: &Fixture, web: &WebServer, extra: &str) -> PathBuf {
+    let path = t.root.join("global.gitconfig");
+    fs::write(
+        &path,
+        format!("[http]\n\tsslCAInfo = {}\n{extra}", web.ca().display()),
+    )
+    .unwrap();
+    path
+}
+
+/// A fresh clone at the remote's tip, started on, and no secret anywhere in it or in the output.
+#[track_caller]
+fn cloned_and_started(t: &Fixture, s: &Started, dir: &Path, secret: &str) {
+    s.outcome
+        .code(0)
+        .stderr_empty()
+        .stdout_contains("cloned ")
+        .never_prints(secret);
+    assert_eq!(s.code.as_deref(), Some("print('hello')\n"));
+    assert_eq!(s.cmd_pid, Some(s.pid), "CMD must replace pullstart (exec)");
+    assert_eq!(t.rev_parse(dir, "HEAD"), t.remote_tip());
+    assert_eq!(t.rev_parse(dir, "refs/pullstart/deployed"), t.remote_tip());
+    assert_eq!(t.git(dir, &["status", "--porcelain"]).trim(), "");
+    let config = fs::read_to_string(dir.join(".git/config")).unwrap();
+    assert!(!config.contains(secret), "the token was written: {config}");
+}
+
+/// Nothing was cloned, nothing started: DIR is empty (or gone) and CMD never ran.
+#[track_caller]
+fn nothing_started(s: &Started, dir: &Path) {
+    assert_eq!(s.cmd_pid, None, "CMD must not start\n{}", s.outcome.stderr);
+    assert!(
+        !dir.exists() || fs::read_dir(dir).unwrap().next().is_none(),
+        "DIR must be left empty"
+    );
+}
+
+#[test]
+fn https_clone_with_the_token_file_option() {
+    if !servers::available("https_clone_with_the_token_file_option", WebServer::NEEDS) {
+        return;
+    }
+    let t = Fixture::new();
+    let web = WebServer::start(&t);
+    let global = global_config(&t, &web, "");
+    let token = t.root.join("token");
+    fs::write(&token, format!("  {TOKEN}\n")).unwrap();
+    let dir = app_dir(&t);
+    let url = web.url(true, true, "remote.git");
+    let s = entrypoint_env(
+        &t,
+        &[
+            "--url",
+            &url,
+            "--dir",
+            path_str(&dir),
+            "--token-file",
+            path_str(&token),
+        ],
+        &[("GIT_CONFIG_GLOBAL", path_str(&global))],
+        &dir,
+    );
+    cloned_and_started(&t, &s, &dir, TOKEN);
+    assert_eq!(
+        t.git(&dir, &["rev-parse", "--abbrev-ref", "HEAD@{upstream}"])
+            .trim(),
+        "origin/main"
+    );
+}
+
+#[test]
+fn https_clone_with_a_token_from_the_environment() {
+    if !servers::available(
+        "https_clone_with_a_token_from_the_environment",
+        WebServer::NEEDS,
+    ) {
+        return;
+    }
+    let t = Fixture::new();
+    let web = WebServer::start(&t);
+    let url = web.url(true, true, "remote.git");
+    let ca = web.ca();
+    // PULLSTART_TOKEN, with the CA from GIT_SSL_CAINFO.
+    let dir = app_dir(&t);
+    let s = entrypoint_env(
+        &t,
+        &["--url", &url, "--dir", path_str(&dir)],
+        &[
+            ("PULLSTART_TOKEN", TOKEN),
+            ("GIT_SSL_CAINFO", path_str(&ca)),
+        ],
+        &dir,
+    );
+    cloned_and_started(&t, &s, &dir, TOKEN);
+    // PULLSTART_TOKEN_FILE, into another empty directory.
+    let token = t.root.join("token");
+    fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let dir = t.root.join("app2");
+    let s = entrypoint_env(
+        &t,
+        &["--url", &url, "--dir", path_str(&dir)],
+        &[
+            ("PULLSTART_TOKEN_FILE", path_str(&token)),
+            ("GIT_SSL_CAINFO", path_str(&ca)),
+        ],
+        &dir,
+    );
+    cloned_and_started(&t, &s, &dir, TOKEN);
+}
+
+#[test]
+fn https_clone_with_a_git_credential_helper() {
+    if !servers::available("https_clone_with_a_git_credential_helper", WebServer::NEEDS) {
+        return;
+    }
+    let t = Fixture::new();
+    let web = WebServer::start(&t);
+    let store = t.root.join("credentials");
+    fs::write(
+        &store,
+        format!(
+            "https://{}:{TOKEN}@127.0.0.1:{}\n",
+            servers::TOKEN_USER,
+            web.https_port
+        ),
+    )
+    .unwrap();
+    let global = global_config(
+        &t,
+        &web,
+        &format!(
+            "[credential]\n\thelper = store --file {}\n",
+            store.display()
+        ),
+    );
+    let dir = app_dir(&t);
+    let url = web.url(true, true, "remote.git");
+    let s = entrypoint_env(
+        &t,
+        &["--url", &url, "--dir", path_str(&dir)],
+        &[("GIT_CONFIG_GLOBAL", path_str(&global))],
+        &dir,
+    );
+    cloned_and_started(&t, &s, &dir, TOKEN);
+}
+
+#[test]
+fn https_clone_with_a_wrong_token_exits_3_and_starts_nothing() {
+    if !servers::available(
+        "https_clone_with_a_wrong_token_exits_3_and_starts_nothing",
+        WebServer::NEEDS,
+    ) {
+        return;
+    }
+    let t = Fixture::new();
+    let web = WebServer::start(&t);
+    let global = global_config(&t, &web, "");
+    let url = web.url(true, true, "remote.git");
+    let dir = app_dir(&t);
+    fs::create_dir(&dir).unwrap();
+    let wrong = "wrong-Jq58-token-value";
+    let env = [
+        ("GIT_CONFIG_GLOBAL", path_str(&global)),
+        ("PULLSTART_TOKEN", wrong),
+    ];
+    let s = entrypoint_env(&t, &["--url", &url, "--dir", path_str(&dir)], &env, &dir);
+    s.outcome.code(3).stdout_empty().never_prints(wrong);
+    let line = s.outcome.error_line();
+    assert!(
+        line.starts_with(&format!(
+            "pullstart: clone of {url} into `{}` failed: ",
+            dir.display()
+        )) && line.contains(
+            "authentication failed: the server rejected the token from `PULLSTART_TOKEN`"
+        ) && line.ends_with("; nothing was started"),
+        "{line}"
+    );
+    nothing_started(&s, &dir);
+
+    // --verbose and --output json say the same and show no secret either.
+    for extra in [&["--verbose"][..], &["--output", "json"]] {
+        let mut args = vec!["--url", url.as_str(), "--dir", path_str(&dir)];
+        args.extend_from_slice(extra);
+        let s = entrypoint_env(&t, &args, &env, &dir);
+        s.outcome.code(3).never_prints(wrong);
+        if extra[0] == "--output" {
+            let value = s.outcome.json();
+            assert_eq!(value["result"], "fetch_failed", "{value}");
+            let error = value["error"].as_str().expect("error is a string");
+            assert!(error.contains("authentication failed"), "{error}");
+        } else {
+            s.outcome.stderr_contains("authentication failed");
+        }
+        nothing_started(&s, &dir);
+    }
+}
+
+#[test]
+fn https_clone_failures_say_which() {
+    if !servers::available("https_clone_failures_say_which", WebServer::NEEDS) {
+        return;
+    }
+    let t = Fixture::new();
+    let web = WebServer::start(&t);
+    let url = web.url(true, true, "remote.git");
+    let dir = app_dir(&t);
+
+    // The CA is not trusted.
+    let s = entrypoint_env(
+        &t,
+        &["--url", &url, "--dir", path_str(&dir)],
+        &[("PULLSTART_TOKEN", TOKEN)],
+        &dir,
+    );
+    s.outcome.code(3).stdout_empty().never_prints(TOKEN);
+    let line = s.outcome.error_line();
+    assert!(
+        line.contains("failed: the server's TLS certificate is not trusted")
+            && line.contains("set http.sslCAInfo"),
+        "{line}"
+    );
+    nothing_started(&s, &dir);
+
+    // No credentials at all: none are prompted for.
+    let ca = web.ca();
+    let s = entrypoint_env(
+        &t,
+        &["--url", &url, "--dir", path_str(&dir)],
+        &[("GIT_SSL_CAINFO", path_str(&ca))],
+        &dir,
+    );
+    s.outcome.code(3).stdout_empty();
+    let line = s.outcome.error_line();
+    assert!(
+        line.contains("failed: authentication required, but no credentials are configured"),
+        "{line}"
+    );
+    nothing_started(&s, &dir);
+
+    // Nothing listens there.
+    let refused = format!("https://127.0.0.1:{}/auth/remote.git", free_port());
+    let s = entrypoint_env(
+        &t,
+        &["--url", &refused, "--dir", path_str(&dir)],
+        &[("PULLSTART_TOKEN", TOKEN)],
+        &dir,
+    );
+    s.outcome.code(3).stdout_empty().never_prints(TOKEN);
+    assert_eq!(
+        s.outcome.error_line(),
+        format!(
+            "pullstart: clone of {refused} into `{}` failed: connection refused; nothing was started",
+            dir.display()
+        )
+    );
+    nothing_started(&s, &dir);
+
+    // A token file that cannot be read is a usage error, as for `run`.
+    let missing = t.root.join("no-such-token");
+    let s = entrypoint_env(
+        &t,
+        &[
+            "--url",
+            &url,
+            "--dir",
+            path_str(&dir),
+            "--token-file",
+            path_str(&missing),
+        ],
+        &[("GIT_SSL_CAINFO", path_str(&ca))],
+        &dir,
+    );
+    s.outcome.code(2).stdout_empty();
+    assert!(
+        s.outcome.error_line().contains(&format!(
+            "cannot read the token file `{}`",
+            missing.display()
+        )),
+        "{}",
+        s.outcome.stderr
+    );
+    nothing_started(&s, &dir);
+}
+
+// ----- the first clone over ssh -----
+
+#[test]
+fn ssh_clone_adds_the_ssh_key_option_to_the_users_ssh_command() {
+    if !servers::available(
+        "ssh_clone_adds_the_ssh_key_option_to_the_users_ssh_command",
+        SshServer::NEEDS,
+    ) {
+        return;
+    }
+    let t = Fixture::new();
+    let sshd = SshServer::start(&t);
+    let url = sshd.url(&t.remote);
+    // GIT_SSH_COMMAND trusts the host and offers no key; --ssh-key gives the one the server takes.
+    let command = sshd.ssh_command(&sshd.known_hosts(), None);
+    let key = sshd.key();
+    let dir = app_dir(&t);
+    let s = entrypoint_env(
+        &t,
+        &[
+            "--url",
+            &url,
+            "--dir",
+            path_str(&dir),
+            "--ssh-key",
+            path_str(&key),
+        ],
+        &[("GIT_SSH_COMMAND", &command)],
+        &dir,
+    );
+    s.outcome.code(0).stderr_empty().stdout_contains("cloned ");
+    assert_eq!(s.code.as_deref(), Some("print('hello')\n"));
+    assert_eq!(s.cmd_pid, Some(s.pid));
+    assert_eq!(t.rev_parse(&dir, "HEAD"), t.remote_tip());
+    // ssh's stderr file does not stay behind in the new checkout.
+    assert!(!dir.join(".git/pullstart-ssh.stderr").exists());
+}
+
+#[test]
+fn ssh_clone_failures_say_which_in_one_line() {
+    if !servers::available("ssh_clone_failures_say_which_in_one_line", SshServer::NEEDS) {
+        return;
+    }
+    let t = Fixture::new();
+    let sshd = SshServer::start(&t);
+    let url = sshd.url(&t.remote);
+    let dir = app_dir(&t);
+    for (command, expected) in [
+        (
+            sshd.ssh_command(&sshd.empty_known_hosts(), Some(&sshd.key())),
+            format!(
+                "failed: the host key of `127.0.0.1` is not known; add it to known_hosts \
+                 (check its fingerprint first: `ssh-keyscan -p {} 127.0.0.1` prints it); \
+                 nothing was started",
+                sshd.port
+            ),
+        ),
+        (
+            sshd.ssh_command(&sshd.known_hosts(), Some(&sshd.other_key())),
+            "failed: authentication failed: the server refused the ssh key; ".to_owned(),
+        ),
+    ] {
+        let s = entrypoint_env(
+            &t,
+            &["--url", &url, "--dir", path_str(&dir)],
+            &[("GIT_SSH_COMMAND", &command)],
+            &dir,
+        );
+        // ssh's own lines do not reach stderr: the one line is pullstart's.
+        s.outcome.code(3).stdout_empty();
+        let line = s.outcome.error_line();
+        assert!(line.contains(&expected), "{line}");
+        nothing_started(&s, &dir);
+    }
+    // Never accepted behind the user's back.
+    assert_eq!(fs::read_to_string(sshd.empty_known_hosts()).unwrap(), "");
 }
