@@ -60,7 +60,7 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
             outcome.to = checkout.head;
         }
     }
-    let result = pipeline(settings, &checkout, outcome);
+    let result = pipeline(settings, &mut checkout, outcome);
     marker.done();
     if let (Err(err), Command::Run) = (&result, settings.command) {
         on_failure_hook(settings, &checkout, outcome, err);
@@ -69,7 +69,11 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
 }
 
 /// fetch -> plan -> (check: guard) | (run: guard, apply, act, record).
-fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> anyhow::Result<()> {
+fn pipeline(
+    settings: &Settings,
+    checkout: &mut Checkout,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
     let deployed = deployed_or_head(settings, checkout)?;
     outcome.deployed = deployed;
     outcome.deployed_before = deployed;
@@ -100,6 +104,10 @@ fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
         ),
     );
     failpoint::hit("after-fetch");
+    if fetched.tip != previous_tip {
+        // Completing the thin pack read objects all over the old packs; the plan reads others.
+        checkout.reopen()?;
+    }
     let Some(tip) = fetched.tip else {
         if checkout.head.is_none() {
             // Cloned from an empty remote that still has no commits: nothing to follow yet.
@@ -134,6 +142,9 @@ fn pipeline(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
         checkout::tree_of(&checkout.repo, Some(tip))?,
     )?;
     refuse_unallowed_rebuild(settings, &plan)?;
+    // What follows reads the index and writes the new files: the old packs are done with.
+    checkout.reopen()?;
+    let checkout = &*checkout;
 
     match settings.command {
         Command::Check => {
