@@ -154,8 +154,13 @@ pub fn fetch_with(
         return Err(failed("interrupted", RETRY).into());
     }
     let result = match url.scheme {
-        Scheme::Git => connect_git(&found, timeout)
-            .and_then(|transport| receive(found.to_connection_with_transport(transport), &source, &tracking_ref)),
+        Scheme::Git => connect_git(&found, timeout).and_then(|transport| {
+            receive(
+                found.to_connection_with_transport(transport),
+                &source,
+                &tracking_ref,
+            )
+        }),
         Scheme::File => {
             // git resolves a relative path against the worktree (or the git dir of a bare
             // repository), gix against the process's current directory, which under cron is
@@ -197,7 +202,11 @@ pub fn fetch_with(
         Scheme::Ssh => {
             let command = ssh::Command::prepare(repo, options.ssh_key.as_deref(), timeout)?;
             let result = command.connect(&found).and_then(|transport| {
-                receive(found.to_connection_with_transport(transport), &source, &tracking_ref)
+                receive(
+                    found.to_connection_with_transport(transport),
+                    &source,
+                    &tracking_ref,
+                )
             });
             if let Err(err) = &result {
                 let report = command.stderr_report();

@@ -561,7 +561,9 @@ fn run_words(
     timeout: Duration,
 ) -> anyhow::Result<std::process::Output> {
     let shown = shell_words::join(words);
-    let mut expression = crate::child::cmd(&words[0], &words[1..]).stdin_null().unchecked();
+    let mut expression = crate::child::cmd(&words[0], &words[1..])
+        .stdin_null()
+        .unchecked();
     // The stderr redirection must come before `stdout_capture` for the merge to be captured.
     expression = if merge {
         expression.stderr_to_stdout()
