@@ -472,3 +472,67 @@ fn move_branch(checkout: &Checkout, plan: &Plan, message: &str) -> anyhow::Resul
     })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index of `count` entries, with stat data, sorted as git sorts them.
+    fn index_with_entries(path: &Path, count: usize) -> gix::index::File {
+        let mut state = gix::index::State::new(gix::hash::Kind::Sha1);
+        for i in 0..count {
+            let stat = Stat {
+                mtime: gix::index::entry::stat::Time {
+                    secs: 1_700_000_000 + i as u32,
+                    nsecs: 7,
+                },
+                size: i as u32,
+                ino: i as u32,
+                ..Default::default()
+            };
+            let id = gix::ObjectId::from_hex(format!("{:040x}", i + 1).as_bytes()).unwrap();
+            let name = format!("dir{}/file-{i}.txt", i % 7);
+            state.dangerously_push_entry(
+                stat,
+                id,
+                Flags::empty(),
+                Mode::FILE,
+                name.as_str().into(),
+            );
+        }
+        state.sort_entries();
+        gix::index::File::from_state(state, path)
+    }
+
+    #[test]
+    fn the_written_index_is_byte_for_byte_what_gix_writes_and_its_checksum_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        // Enough entries that the 256 KiB buffer is flushed several times mid-entry.
+        let index = index_with_entries(&path, 20_000);
+        let mut expected = Vec::new();
+        index
+            .write_to(&mut expected, gix::index::write::Options::default())
+            .unwrap();
+
+        let lock = gix::lock::File::acquire_to_update_resource(
+            &path,
+            gix::lock::acquire::Fail::Immediately,
+            None,
+            0,
+        )
+        .unwrap();
+        write_index(index, lock).unwrap();
+
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+        let verify_checksum = false; // `skip_hash`
+        let read = gix::index::File::at(
+            &path,
+            gix::hash::Kind::Sha1,
+            verify_checksum,
+            Default::default(),
+        )
+        .expect("the checksum verifies");
+        assert_eq!(read.entries().len(), 20_000);
+    }
+}

@@ -665,14 +665,19 @@ pub(crate) fn read_index(repo: &gix::Repository) -> anyhow::Result<gix::index::F
     // verifies it): hashing a 100,000-entry index was a large share of a small update's cost.
     // The entries are still decoded and checked for structure.
     let skip_checksum = true;
-    gix::index::File::at(&path, repo.object_hash(), skip_checksum, Default::default()).with_context(
-        || {
-            format!(
-                "failed to read the index `{}`; `git status` shows whether git can",
-                path.display()
-            )
-        },
-    )
+    // One thread: decoding in parallel makes one list of entries per thread and then appends
+    // them into one, which holds about twice the entries' memory at the run's peak (+1.6 MiB in
+    // a 20,000-file checkout, +8 MiB with 100,000 files), to save a few milliseconds.
+    let options = gix::index::decode::Options {
+        thread_limit: Some(1),
+        ..Default::default()
+    };
+    gix::index::File::at(&path, repo.object_hash(), skip_checksum, options).with_context(|| {
+        format!(
+            "failed to read the index `{}`; `git status` shows whether git can",
+            path.display()
+        )
+    })
 }
 
 fn interrupted_check() -> anyhow::Result<()> {

@@ -140,6 +140,29 @@ pub fn read_blobs(t: &Fixture, dir: &Path, ids: &[String]) -> BTreeMap<String, V
     map
 }
 
+/// The last 20 bytes of the index are the SHA-1 of everything before them (`sha1sum` computes
+/// it: the tests need no hashing crate of their own).
+#[track_caller]
+pub fn assert_index_checksum(index: &Path) {
+    let bytes = std::fs::read(index).expect("read the index");
+    assert!(bytes.len() > 20, "the index is too short");
+    let (content, trailer) = bytes.split_at(bytes.len() - 20);
+    let mut sha1sum = std::process::Command::new("sha1sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sha1sum");
+    sha1sum.stdin.take().unwrap().write_all(content).unwrap();
+    let output = sha1sum.wait_with_output().unwrap();
+    let computed = String::from_utf8_lossy(&output.stdout);
+    let recorded: String = trailer.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        computed.split_whitespace().next(),
+        Some(recorded.as_str()),
+        "the index's trailing checksum does not match its content"
+    );
+}
+
 /// Checks the checkout with git's own eyes after a successful update:
 /// - `git diff-files` (which does not refresh the index) reports nothing: the index holds fresh
 ///   stat data for what pullstart wrote;
@@ -147,7 +170,7 @@ pub fn read_blobs(t: &Fixture, dir: &Path, ids: &[String]) -> BTreeMap<String, V
 ///   test changed locally on purpose, which must be exactly those reported);
 /// - `git ls-files -s` equals `git ls-tree -r HEAD` (mode, id, path);
 /// - every file's bytes and executable bit, and every symlink's target, match the commit;
-/// - `git fsck` passes;
+/// - `git fsck` passes, and the index's trailing checksum is right;
 /// - the branch is checked out, HEAD equals the remote branch tip, and the branch reflog's
 ///   newest entry starts with `pullstart: fast-forward`.
 #[track_caller]
@@ -280,6 +303,11 @@ pub fn assert_git_clean(t: &Fixture, clean: &Clean) {
         String::from_utf8_lossy(&fsck.stdout),
         String::from_utf8_lossy(&fsck.stderr)
     );
+
+    // 5b. The index's trailing checksum: `git fsck` does not verify it, and git itself reads
+    // the index without checking it, but libgit2 and `git update-index --verify` would reject
+    // a wrong one.
+    assert_index_checksum(&dir.join(".git/index"));
 
     // 6. Refs and reflog.
     let head_ref = t.git(dir, &["symbolic-ref", "HEAD"]);
