@@ -110,8 +110,8 @@ fn install_fallback_committer(repo: &mut gix::Repository) -> anyhow::Result<()> 
     use gix::config::tree::gitoxide::Committer;
     let mut fallback = gix::config::File::new(gix::config::file::Metadata::api());
     fallback
-        .set_raw_value(&Committer::NAME_FALLBACK, "pullstart")
-        .and_then(|_| fallback.set_raw_value(&Committer::EMAIL_FALLBACK, "pullstart@localhost"))
+        .set_raw_value(Committer::NAME_FALLBACK, "pullstart")
+        .and_then(|_| fallback.set_raw_value(Committer::EMAIL_FALLBACK, "pullstart@localhost"))
         .context("failed to set a fallback committer identity")?;
     let mut config = repo.config_snapshot_mut();
     config

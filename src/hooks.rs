@@ -125,8 +125,7 @@ pub fn run(
     let last = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
         .unwrap_or("no output")
         .to_string();
     let how = output.status.code().map_or_else(

@@ -108,8 +108,7 @@ fn last_line(text: &str) -> Option<String> {
     text.lines()
         .map(crate::health::strip_escapes)
         .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ fn unit_value(text: &str, key: &str) -> Option<String> {
     text.lines()
         .map(str::trim)
         .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-        .last()
+        .next_back()
         .map(str::to_string)
 }
 

@@ -25,6 +25,31 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Starts cmd with stdin, stdout and stderr on /dev/null; traced: stopped, for the caller to
+ * trace, before it execs. Returns its pid, or -1. */
+static pid_t start(char **cmd, int traced) {
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        return -1;
+    }
+    if (pid == 0) {
+        int fd = open("/dev/null", O_RDWR);
+        if (fd >= 0) {
+            dup2(fd, 0);
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        if (traced) {
+            if (ptrace(PTRACE_TRACEME, 0, 0, 0) != 0) _exit(126); /* tracing not permitted */
+            raise(SIGSTOP);
+        }
+        execvp(cmd[0], cmd);
+        _exit(127);
+    }
+    return pid;
+}
+
 /* Whether the process's command line names git's server side. */
 static int is_server(pid_t pid) {
     char path[64], buf[4096];
@@ -58,23 +83,8 @@ static int client_rss(const char *out_path, char **cmd) {
         perror(out_path);
         return 2;
     }
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        return 2;
-    }
-    if (pid == 0) {
-        int fd = open("/dev/null", O_RDWR);
-        if (fd >= 0) {
-            dup2(fd, 0);
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        if (ptrace(PTRACE_TRACEME, 0, 0, 0) != 0) _exit(126); /* tracing not permitted */
-        raise(SIGSTOP);
-        execvp(cmd[0], cmd);
-        _exit(127);
-    }
+    pid_t pid = start(cmd, 1);
+    if (pid < 0) return 2;
     int status = 0, code = 2;
     waitpid(pid, &status, 0); /* the SIGSTOP above */
     if (!WIFSTOPPED(status)) {
@@ -128,21 +138,8 @@ int main(int argc, char **argv) {
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        return 2;
-    }
-    if (pid == 0) {
-        int fd = open("/dev/null", O_RDWR);
-        if (fd >= 0) {
-            dup2(fd, 0);
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execvp(argv[2], argv + 2);
-        _exit(127);
-    }
+    pid_t pid = start(argv + 2, 0);
+    if (pid < 0) return 2;
     int status = 0;
     struct rusage ru;
     if (wait4(pid, &status, 0, &ru) < 0) {

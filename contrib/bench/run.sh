@@ -196,6 +196,22 @@ CASES=()
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# interleaved ROUNDS SUFFIX [MEASURE_OPTION]: ROUNDS rounds of the three tools under measure.c,
+# the order rotating every round, each run after $prep; results appended to
+# $TMP/res/$id.TOOL$SUFFIX. Uses bench's locals id, prep and inner.
+interleaved() {
+    local rounds=$1 suffix=$2 r k t
+    shift 2
+    for t in "${TOOLS[@]}"; do : >"$TMP/res/$id.$t$suffix"; done
+    for ((r = 0; r < rounds; r++)); do
+        for k in 0 1 2; do
+            t=${TOOLS[$(((r + k) % 3))]}
+            [ -z "$prep" ] || $prep
+            "$MEASURE" "$@" "$TMP/res/$id.$t$suffix" sh -c "${inner[$t]}"
+        done
+    done
+}
+
 # bench CASE_ID "LABEL" REPO UPDATE_CASE(or -) WARMUP RUNS CPU_ROUNDS
 bench() {
     local id=$1 label=$2 repo=$3 upd=$4 warm=$5 runs=$6 rounds=$7
@@ -254,17 +270,8 @@ bench() {
         i=$((i + 1))
     done
 
-    # CPU and peak RSS: wait4(2) over the same commands, interleaved (the order rotates every
-    # round), each run after $prep.
-    for t in "${TOOLS[@]}"; do : >"$TMP/res/$id.$t"; done
-    local r k
-    for ((r = 0; r < rounds; r++)); do
-        for k in 0 1 2; do
-            t=${TOOLS[$(((r + k) % 3))]}
-            [ -z "$prep" ] || $prep
-            "$MEASURE" "$TMP/res/$id.$t" sh -c "${inner[$t]}"
-        done
-    done
+    # CPU and peak RSS: wait4(2) over the same commands, interleaved.
+    interleaved "$rounds" ""
     for t in "${TOOLS[@]}"; do
         cp "$TMP/res/$id.$t" "$OUT/raw/$id.$t.tsv"
         IWALL[$id:$t]=$(awk '{ print $1 }' "$TMP/res/$id.$t" | median)
@@ -277,15 +284,7 @@ bench() {
     # Peak RSS of the client side alone (measure --client-rss, under ptrace: memory only): over a
     # local-path remote each tool starts git's server side (upload-pack, pack-objects) as its own
     # child, and that is often the largest process of the tree.
-    local rss_rounds=$((rounds < 5 ? rounds : 5))
-    for t in "${TOOLS[@]}"; do : >"$TMP/res/$id.$t.rss"; done
-    for ((r = 0; r < rss_rounds; r++)); do
-        for k in 0 1 2; do
-            t=${TOOLS[$(((r + k) % 3))]}
-            [ -z "$prep" ] || $prep
-            "$MEASURE" --client-rss "$TMP/res/$id.$t.rss" sh -c "${inner[$t]}"
-        done
-    done
+    interleaved $((rounds < 5 ? rounds : 5)) .rss --client-rss
     for t in "${TOOLS[@]}"; do
         cp "$TMP/res/$id.$t.rss" "$OUT/raw/$id.$t.client-rss.tsv"
         CRSS[$id:$t]=$(awk '{ print $1 }' "$TMP/res/$id.$t.rss" | median)

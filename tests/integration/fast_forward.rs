@@ -542,7 +542,9 @@ fn matches_git_merge_ff_only_in_a_twin_clone() {
 /// exactly the two-file shape below).
 #[test]
 fn additions_interleaved_with_modifications_leave_one_index_entry_per_path() {
-    let shapes: &[(&[(&str, &str)], &[(&str, &str)])] = &[
+    /// (path, content) pairs of one commit.
+    type Files<'a> = &'a [(&'a str, &'a str)];
+    let shapes: &[(Files, Files)] = &[
         (
             &[("message.txt", "v1\n"), ("app/main.sh", "m\n")],
             &[("message.txt", "v2\n"), ("app/helper.sh", "h\n")],

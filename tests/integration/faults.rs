@@ -803,7 +803,7 @@ fn full_disk_while_writing_the_worktree() {
     };
     let (t, disk) = (&small.t, &small.disk);
     t.run(&["run"]).code(0);
-    Local::make(&t);
+    Local::make(t);
     let old = t.head();
     t.clear_compose_log();
     // ~4 MB of worktree that packs to a few KiB: the fetch fits, the files do not.
@@ -830,7 +830,7 @@ fn full_disk_while_writing_the_worktree() {
             old,
             "attempt {attempt}: the branch moved with the files unwritten"
         );
-        Local::assert_intact(&t);
+        Local::assert_intact(t);
         assert!(t.restart_calls().is_empty(), "restarted half-written code");
     }
 
@@ -845,7 +845,7 @@ fn full_disk_while_fetching() {
     };
     let (t, disk) = (&small.t, &small.disk);
     t.run(&["run"]).code(0);
-    Local::make(&t);
+    Local::make(t);
     let old = t.head();
     t.clear_compose_log();
     // Incompressible: the pack itself does not fit.
@@ -858,7 +858,7 @@ fn full_disk_while_fetching() {
     let out = t.run(&["run"]);
     assert_failed_cleanly(&out);
     assert_eq!(t.head(), old);
-    Local::assert_intact(&t);
+    Local::assert_intact(t);
     let fsck = t.git_output(&t.checkout, &["fsck", "--no-progress", "--no-dangling"]);
     assert!(
         fsck.status.success(),

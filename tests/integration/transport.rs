@@ -10,7 +10,7 @@ fn update_over(t: &Fixture, url: &str) {
     out.code(0).stderr_empty();
     out.summary();
     assert_eq!(t.head(), tip);
-    assert_git_clean(&t, &Clean::strict());
+    assert_git_clean(t, &Clean::strict());
     assert_eq!(t.deployed(), Some(tip));
 }
 
