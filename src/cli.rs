@@ -83,7 +83,8 @@ Example (a Dockerfile; see contrib/entrypoint/Dockerfile):
   CMD [\"python\", \"/app/main.py\"]
 
 Exit codes (CMD's own once it started):
-  2   usage error: no CMD after `--`, --dir is not empty and not a git checkout, CMD not found
+  2   usage error: no CMD after `--`, --dir is not empty and not a git checkout, CMD not found,
+      a token file or ssh key that cannot be read (for the clone into an empty --dir)
   3   --dir was empty and the clone failed; nothing was started";
 
 /// The options only `entrypoint` takes, and the command it execs.
