@@ -1,11 +1,12 @@
-//! Starting child processes: the compose command, `docker inspect`, hooks.
+//! Starting child processes: the compose command, `docker compose config`, `docker inspect`,
+//! hooks.
 //!
-//! Every child is built with [`cmd`], which hands std a program *path*. duct clears the
-//! environment and sets it again, and when the environment is set std cannot trust `PATH` to
-//! `posix_spawnp` a bare name, so it falls back to `fork`: a copy of pullstart's page tables
-//! that made the forked child, not pullstart, the largest process of a run (13 MiB against
-//! 10 MiB in the benchmark). With a path std uses `posix_spawn` (a `vfork`), which copies
-//! nothing. The search is done here as `execvp` does it; no crate is needed for a dozen lines.
+//! Every child is built with [`cmd`], which hands std a program *path*: duct clears the
+//! environment and sets it again, and then std cannot trust `PATH` to `posix_spawnp` a bare
+//! name and falls back to `fork`, copying pullstart's page tables for every child. With a path
+//! std uses `posix_spawn` (a `vfork`). The search is done here as `execvp` does it; no crate is
+//! needed for a dozen lines. Every child also runs in a process group of its own
+//! ([`start_in_group`]), so that a time-out ([`wait_or_kill`]) kills what it started too.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ fn is_executable_file(path: &Path) -> bool {
 
 /// Start the command in a process group of its own, so that a time-out can kill it together
 /// with everything it started (`sh -c` hooks, compose plugins, build helpers).
-pub(crate) fn in_own_group(expression: duct::Expression) -> duct::Expression {
+fn in_own_group(expression: duct::Expression) -> duct::Expression {
     use std::os::unix::process::CommandExt;
     expression.before_spawn(|command| {
         command.process_group(0);
@@ -55,8 +56,38 @@ pub(crate) fn in_own_group(expression: duct::Expression) -> duct::Expression {
     })
 }
 
+/// Start `expression` in a process group of its own ([`in_own_group`]).
+pub(crate) fn start_in_group(expression: duct::Expression) -> std::io::Result<duct::Handle> {
+    in_own_group(expression).start()
+}
+
+/// Wait at most `timeout` for a command started with [`start_in_group`]; at the time-out, kill
+/// it together with everything it started and return `None`.
+pub(crate) fn wait_or_kill(
+    handle: &duct::Handle,
+    timeout: std::time::Duration,
+) -> std::io::Result<Option<std::process::Output>> {
+    match handle.wait_timeout(timeout)? {
+        Some(output) => Ok(Some(output.clone())),
+        None => {
+            kill_group(handle);
+            Ok(None)
+        }
+    }
+}
+
+/// How a finished command ended, for messages: `exited with code 3`, `was killed by signal 9`.
+pub(crate) fn exit_description(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) => "failed".into(),
+    }
+}
+
 /// Kill the process group of a command started with [`in_own_group`], then reap it.
-pub(crate) fn kill_group(handle: &duct::Handle) {
+fn kill_group(handle: &duct::Handle) {
     for pid in handle.pids() {
         // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
         unsafe {

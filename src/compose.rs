@@ -678,21 +678,19 @@ fn run_compose(
     let mut words: Vec<String> = rest.to_vec();
     words.extend(args.iter().map(|a| a.to_string()));
     let shown = shell_words::join(std::iter::once(program).chain(&words));
-    let handle = crate::child::cmd(program, &words)
+    let expression = crate::child::cmd(program, &words)
         .dir(workdir)
         .stdin_null()
         .stdout_capture()
         .stderr_capture()
-        .unchecked()
-        .start()
+        .unchecked();
+    let handle = crate::child::start_in_group(expression)
         .map_err(|err| anyhow::anyhow!("could not start `{shown}`: {err}"))?;
-    let output = match handle
-        .wait_timeout(timeout)
+    let output = match crate::child::wait_or_kill(&handle, timeout)
         .with_context(|| format!("failed to wait for `{shown}`"))?
     {
-        Some(output) => output.clone(),
+        Some(output) => output,
         None => {
-            let _ = handle.kill();
             bail!(
                 "`{shown}` did not finish within {}s",
                 timeout.as_secs_f64().ceil()
@@ -706,10 +704,7 @@ fn run_compose(
             .map(strip_escapes)
             .map(|l| l.trim().to_string())
             .rfind(|l| !l.is_empty());
-        let how = match output.status.code() {
-            Some(code) => format!("exited with code {code}"),
-            None => "was killed by a signal".to_string(),
-        };
+        let how = crate::child::exit_description(&output.status);
         match last {
             Some(line) => bail!("`{shown}` {how}: {line}"),
             None => bail!("`{shown}` {how}"),

@@ -39,8 +39,8 @@ use gix::url::Scheme;
 use crate::exit::{self, ExitCode, Failure};
 use crate::fetch::{http, ssh, Cause, FetchOptions};
 use crate::redact::redact;
-use crate::report::{self, Outcome, Style};
-use crate::settings::{Command, Settings};
+use crate::report::{self, Outcome, Style, Success};
+use crate::settings::{Command, OutputFormat, Settings};
 use crate::{metrics, record, run};
 
 /// How long a clone that ignores the interrupt flag may go on after the deadline before the
@@ -78,11 +78,7 @@ pub fn entrypoint(settings: &Settings, style: Style) -> i32 {
             )
         }
         Ok(Dir::Empty) => match clone(settings, &entry.url, dir) {
-            Ok(line) => {
-                if !style.quiet {
-                    println!("{}", redact(&line));
-                }
-            }
+            Ok(cloned) => report_clone(&cloned, style),
             Err(err) => {
                 clear(dir);
                 return error(&err, style);
@@ -98,12 +94,17 @@ pub fn entrypoint(settings: &Settings, style: Style) -> i32 {
                         // A signal came: the container is being stopped, not started.
                         return error(err, style);
                     }
-                    eprintln!(
-                        "pullstart: warning: {}; starting the app on the checkout as it is{}",
-                        redact(&headline(err)),
-                        head_of(dir).map_or_else(String::new, |id| format!(" ({id})"))
-                    );
-                    exit::code_of(err).code()
+                    if style.output == OutputFormat::Json {
+                        // The one object of this invocation, with the error; the app starts.
+                        report::finish(&outcome, &result, style)
+                    } else {
+                        eprintln!(
+                            "pullstart: warning: {}; starting the app on the checkout as it is{}",
+                            redact(&headline(err)),
+                            head_of(dir).map_or_else(String::new, |id| format!(" ({id})"))
+                        );
+                        exit::code_of(err).code()
+                    }
                 }
             };
             if let Some(path) = &settings.metrics_file {
@@ -118,7 +119,12 @@ pub fn entrypoint(settings: &Settings, style: Style) -> i32 {
 fn exec(cmd: &[OsString]) -> i32 {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    // The app has no use for pullstart's token: it would end up in its environment, its crash
+    // dumps and whatever it runs.
+    let err = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .env_remove(crate::fetch::TOKEN_ENV)
+        .exec();
     eprintln!(
         "pullstart: cannot start `{}`: {err}; check the command after `--`",
         redact(&cmd[0].to_string_lossy())
@@ -233,10 +239,42 @@ fn configure(
     Ok(())
 }
 
-/// Clones `url` into the empty or missing `dir` and records the deployed commit; returns the
-/// summary line. Every failure is exit 3, but a token file or ssh key that cannot be used (exit
+/// What the first clone produced.
+struct Cloned {
+    /// The url as shown (credentials masked).
+    url: String,
+    dir: std::path::PathBuf,
+    branch: String,
+    head: Option<gix::ObjectId>,
+}
+
+/// The clone's report: a summary line, or with `--output json` the invocation's one object.
+fn report_clone(cloned: &Cloned, style: Style) {
+    if style.output == OutputFormat::Json {
+        let mut outcome = Outcome::new(Command::Run);
+        outcome.branch = Some(cloned.branch.clone());
+        outcome.to = cloned.head;
+        outcome.deployed = cloned.head;
+        outcome.success = Success::Updated;
+        report::finish(&outcome, &Ok(()), style);
+    } else if !style.quiet {
+        let line = format!(
+            "cloned {} {} at {} into {}",
+            cloned.url,
+            cloned.branch,
+            cloned.head.map_or_else(
+                || "(no commits)".into(),
+                |id| id.to_hex_with_len(7).to_string()
+            ),
+            cloned.dir.display()
+        );
+        println!("{}", redact(&line));
+    }
+}
+
+/// Clones `url` into the empty or missing `dir` and records the deployed commit. Every failure is exit 3, but a token file or ssh key that cannot be used (exit
 /// 2, as for a run).
-fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<String> {
+fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<Cloned> {
     let failed = |what: String| Failure::new(ExitCode::FetchFailed, what);
     let shown = redact(url).into_owned();
     std::fs::create_dir_all(dir).map_err(|err| {
@@ -313,14 +351,12 @@ fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<String> {
                 )))
             })?;
     }
-    Ok(format!(
-        "cloned {shown} {branch} at {} into {}",
-        head.map_or_else(
-            || "(no commits)".into(),
-            |id| id.to_hex_with_len(7).to_string()
-        ),
-        dir.display()
-    ))
+    Ok(Cloned {
+        url: shown,
+        dir: dir.to_path_buf(),
+        branch,
+        head,
+    })
 }
 
 /// Sets `interrupt` at the deadline or on a signal; gives the clone [`CLONE_GRACE`] to notice,

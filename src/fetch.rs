@@ -142,6 +142,10 @@ pub fn fetch_with(
         )
     };
     const RETRY: &str = "the next run retries";
+    let failed_because = |cause: Cause| match cause {
+        Cause::Transient(cause) => failed(&cause, RETRY),
+        Cause::NeedsFix { cause, remedy } => failed(&cause, &remedy),
+    };
 
     let refspec = format!("+{}:{}", source.as_bstr(), tracking_ref.as_bstr());
     found
@@ -215,10 +219,7 @@ pub fn fetch_with(
                         .as_ref()
                         .and_then(|report| report.cause(&url, timeout))
                         .unwrap_or_else(|| short_cause(err, &url.scheme, timeout));
-                    let failure = match cause {
-                        Cause::Transient(cause) => failed(&cause, RETRY),
-                        Cause::NeedsFix { cause, remedy } => failed(&cause, &remedy),
-                    };
+                    let failure = failed_because(cause);
                     let mut chain = redacted_chain(err);
                     if let Some(report) = report {
                         chain = report.attach(chain);
@@ -240,11 +241,7 @@ pub fn fetch_with(
             if let Err(err) = &result {
                 if !gix::interrupt::is_triggered() {
                     if let Some(cause) = http::cause(err, &source_of_credentials, timeout) {
-                        let failure = match cause {
-                            Cause::Transient(cause) => failed(&cause, RETRY),
-                            Cause::NeedsFix { cause, remedy } => failed(&cause, &remedy),
-                        };
-                        return Err(redacted_chain(err).context(failure));
+                        return Err(redacted_chain(err).context(failed_because(cause)));
                     }
                 }
             }
@@ -267,10 +264,7 @@ pub fn fetch_with(
             let failure = if gix::interrupt::is_triggered() {
                 failed("interrupted", RETRY)
             } else {
-                match short_cause(&err, &url.scheme, timeout) {
-                    Cause::Transient(cause) => failed(&cause, RETRY),
-                    Cause::NeedsFix { cause, remedy } => failed(&cause, &remedy),
-                }
+                failed_because(short_cause(&err, &url.scheme, timeout))
             };
             return Err(redacted_chain(&err).context(failure));
         }

@@ -468,20 +468,17 @@ impl<'a> Guard<'a> {
     /// The first leading component of `path` that exists and is not a real directory (a file,
     /// or a symlink, even one to a directory: writing through it could leave the worktree).
     fn first_non_directory_ancestor(&self, path: &BStr) -> Option<BString> {
-        let mut end = 0;
         for (i, byte) in path.iter().enumerate() {
             if *byte != b'/' {
                 continue;
             }
-            end = i;
-            let prefix = &path[..end];
+            let prefix = &path[..i];
             match std::fs::symlink_metadata(self.abs(prefix.as_bstr())) {
                 Ok(m) if m.is_dir() => continue,
                 Ok(_) => return Some(prefix.into()),
                 Err(_) => return None, // missing: nothing below it exists either
             }
         }
-        let _ = end;
         None
     }
 

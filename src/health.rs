@@ -574,7 +574,7 @@ fn run_words(
     if let Some(dir) = dir {
         expression = expression.dir(dir);
     }
-    let handle = expression.start().map_err(|err| {
+    let handle = crate::child::start_in_group(expression).map_err(|err| {
         anyhow::Error::new(err).context(Failure::new(
             ExitCode::RestartFailed,
             format!(
@@ -583,22 +583,18 @@ fn run_words(
             ),
         ))
     })?;
-    match handle
-        .wait_timeout(timeout)
+    match crate::child::wait_or_kill(&handle, timeout)
         .with_context(|| format!("failed to wait for `{shown}`"))?
     {
-        Some(output) => Ok(output.clone()),
-        None => {
-            let _ = handle.kill();
-            Err(Failure::new(
-                ExitCode::RestartFailed,
-                format!(
-                    "health check failed: `{shown}` did not finish within {}s; the next run retries",
-                    timeout.as_secs_f64().ceil()
-                ),
-            )
-            .into())
-        }
+        Some(output) => Ok(output),
+        None => Err(Failure::new(
+            ExitCode::RestartFailed,
+            format!(
+                "health check failed: `{shown}` did not finish within {}s; the next run retries",
+                timeout.as_secs_f64().ceil()
+            ),
+        )
+        .into()),
     }
 }
 
@@ -606,10 +602,7 @@ fn call_failed(words: &[String], output: &std::process::Output) -> anyhow::Error
     let shown = shell_words::join(words);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let last = stderr.lines().map(clean_line).rfind(|l| !l.is_empty());
-    let how = match output.status.code() {
-        Some(code) => format!("exited with code {code}"),
-        None => "was killed by a signal".into(),
-    };
+    let how = crate::child::exit_description(&output.status);
     let message = match last {
         Some(line) => format!("health check failed: `{shown}` {how}: {line}; the next run retries"),
         None => format!("health check failed: `{shown}` {how}; the next run retries"),

@@ -88,7 +88,7 @@ pub fn run(
         return Ok(());
     };
     let hex = |id: Option<ObjectId>| id.map(|id| id.to_string()).unwrap_or_default();
-    let handle = crate::child::in_own_group(crate::child::cmd("sh", ["-c", command]))
+    let expression = crate::child::cmd("sh", ["-c", command])
         .dir(workdir)
         .env("PULLSTART_HOOK", hook.name())
         .env("PULLSTART_RESULT", &facts.result)
@@ -102,8 +102,8 @@ pub fn run(
         .stdin_null()
         .stderr_to_stdout()
         .stdout_capture()
-        .unchecked()
-        .start()
+        .unchecked();
+    let handle = crate::child::start_in_group(expression)
         .with_context(|| format!("failed to start the `{}` hook with `sh`", hook.name()))?;
     let failure = |why: String| {
         Failure::new(
@@ -111,11 +111,12 @@ pub fn run(
             format!("hook `{}` {why}; the next run retries", hook.name()),
         )
     };
-    let output = match handle.wait_timeout(timeout)? {
-        Some(output) => output.clone(),
+    let output = match crate::child::wait_or_kill(&handle, timeout)? {
+        Some(output) => output,
         None => {
-            crate::child::kill_group(&handle);
-            return Err(failure(format!("did not finish within {}", humantime(timeout))).into());
+            return Err(
+                failure(format!("did not finish within {}", whole_seconds(timeout))).into(),
+            );
         }
     };
     if output.status.success() {
@@ -128,13 +129,10 @@ pub fn run(
         .rfind(|l| !l.is_empty())
         .unwrap_or("no output")
         .to_string();
-    let how = output.status.code().map_or_else(
-        || "was killed by a signal".to_string(),
-        |c| format!("exited with code {c}"),
-    );
+    let how = crate::child::exit_description(&output.status);
     Err(failure(format!("`{command}` {how}: {last}")).into())
 }
 
-fn humantime(duration: Duration) -> String {
+fn whole_seconds(duration: Duration) -> String {
     format!("{}s", duration.as_secs())
 }

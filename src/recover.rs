@@ -65,6 +65,16 @@ fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
         checkout::tree_of(repo, Some(journal.new))?,
     )?;
     remove_temporary_files(&checkout.workdir, &changes, journal.pid);
+    // As in a run: the index is locked before it is read and checked, so that no git command
+    // changes it between the check and the write.
+    let index_lock = run::lock_index(repo)?;
+    // This run now owns the update: a kill during recovery is recovered the same way.
+    let journal = Journal {
+        pid: std::process::id(),
+        lock_identity: lock_identity(&index_lock_path(repo)),
+        ..journal.clone()
+    };
+    journal::write(checkout.git_dir(), &journal)?;
     let index = run::read_index(repo)?;
     let foreign = guard::foreign_content(repo, &index, &changes)?;
     if !foreign.is_empty() {
@@ -74,7 +84,7 @@ fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
             format!(
                 "{} (an interrupted update to {} is waiting for them)",
                 refusal.message,
-                short(journal.new)
+                run::short(journal.new)
             ),
         )
         .into());
@@ -87,14 +97,6 @@ fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
         changes,
         services: Services::nothing("recovery only writes files"),
     };
-    let index_lock = run::lock_index(repo)?;
-    // This run now owns the update: a kill during recovery is recovered the same way.
-    let journal = Journal {
-        pid: std::process::id(),
-        lock_identity: lock_identity(&index_lock_path(repo)),
-        ..journal.clone()
-    };
-    journal::write(checkout.git_dir(), &journal)?;
     apply::apply(checkout, &plan, index, index_lock, apply::FAST_FORWARD)
         .with_context(|| format!("failed to finish the interrupted update to {}", journal.new))
 }
@@ -186,10 +188,6 @@ fn remove(path: &Path) -> anyhow::Result<()> {
 
 fn branch_tip(checkout: &Checkout) -> anyhow::Result<Option<ObjectId>> {
     run::read_ref(&checkout.repo, checkout.branch.as_bstr())
-}
-
-fn short(id: ObjectId) -> String {
-    id.to_hex_with_len(7).to_string()
 }
 
 /// While a run holds pullstart's lock, `<git-dir>/pullstart-running` holds its pid. A run

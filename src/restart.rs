@@ -55,24 +55,23 @@ pub fn commands(settings: &Settings, services: &Services) -> Vec<Vec<String>> {
 /// cannot start is exit 6, with the last line compose printed in the message.
 pub fn run(words: &[String], workdir: &Path, timeout: Duration) -> anyhow::Result<()> {
     let shown = shell_words::join(words);
-    let handle = child::in_own_group(child::cmd(&words[0], &words[1..]))
-        .dir(workdir)
-        .stdin_null()
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked()
-        .start()
+    let handle = child::start_in_group(
+        child::cmd(&words[0], &words[1..])
+                .dir(workdir)
+            .stdin_null()
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+    )
         .map_err(|err| {
             let message = format!("restart failed: could not start `{}`: {err}; install Docker Compose or pass --compose-command", words[0]);
             anyhow::Error::new(err).context(Failure::new(ExitCode::RestartFailed, message))
         })?;
-    let output = match handle
-        .wait_timeout(timeout)
+    let output = match child::wait_or_kill(&handle, timeout)
         .with_context(|| format!("failed to wait for `{shown}`"))?
     {
-        Some(output) => output.clone(),
+        Some(output) => output,
         None => {
-            child::kill_group(&handle);
             return Err(Failure::new(
                 ExitCode::RestartFailed,
                 format!("restart failed: `{shown}` did not finish within {}s and was killed; the next run retries", timeout.as_secs()),
@@ -84,7 +83,7 @@ pub fn run(words: &[String], workdir: &Path, timeout: Duration) -> anyhow::Resul
         return Ok(());
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let how = exit_description(&output.status);
+    let how = child::exit_description(&output.status);
     let last = last_line(&text);
     let message = match last {
         Some(line) => format!("restart failed: `{shown}` {how}: {line}; the next run retries"),
@@ -92,15 +91,6 @@ pub fn run(words: &[String], workdir: &Path, timeout: Duration) -> anyhow::Resul
     };
     Err(anyhow::anyhow!("compose output:\n{}", text.trim_end())
         .context(Failure::new(ExitCode::RestartFailed, message)))
-}
-
-fn exit_description(status: &std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        (None, None) => "failed".into(),
-    }
 }
 
 /// The last non-empty line of compose's output, without terminal escapes.

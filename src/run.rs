@@ -20,7 +20,7 @@ use crate::settings::{Command, Settings};
 use crate::{apply, compose, failpoint, fetch, guard, health, lock, record, recover, restart};
 
 /// How long `compose config` may take to describe the project.
-const COMPOSE_CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const COMPOSE_CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a fetch may take before it counts as failed (exit 3).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -441,7 +441,7 @@ fn facts(outcome: &Outcome, result: &str, error: Option<String>) -> Facts {
     }
 }
 
-fn short(id: ObjectId) -> String {
+pub(crate) fn short(id: ObjectId) -> String {
     id.to_hex_with_len(7).to_string()
 }
 

@@ -101,7 +101,7 @@ fn mapping_lines(settings: &Settings, checkout: &Checkout) -> Vec<String> {
     match compose::read(
         &restart::prefix(settings),
         &checkout.workdir,
-        std::time::Duration::from_secs(60),
+        checkout.deadline.min(crate::run::COMPOSE_CONFIG_TIMEOUT),
     ) {
         Err(err) => lines.push(format!(
             "compose:  could not read the project ({err:#}); a run restarts all services"
@@ -112,10 +112,15 @@ fn mapping_lines(settings: &Settings, checkout: &Checkout) -> Vec<String> {
                 .iter()
                 .map(|f| f.to_str_lossy().into_owned())
                 .collect();
-            lines.push(format!(
-                "compose:  defined by {} (a change recreates every service)",
-                files.join(", ")
-            ));
+            lines.push(if files.is_empty() {
+                "compose:  defined outside the checkout (no change here recreates a service)"
+                    .to_string()
+            } else {
+                format!(
+                    "compose:  defined by {} (a change recreates every service)",
+                    files.join(", ")
+                )
+            });
             for service in &project.services {
                 lines.push(format!("  {}: {}", service.name, describe(service)));
             }

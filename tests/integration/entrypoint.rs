@@ -685,3 +685,63 @@ fn ssh_clone_failures_say_which_in_one_line() {
     // Never accepted behind the user's back.
     assert_eq!(fs::read_to_string(sshd.empty_known_hosts()).unwrap(), "");
 }
+
+#[test]
+fn json_output_is_one_object_for_a_clone_and_for_an_update_that_failed() {
+    let t = Fixture::new();
+    let dir = app_dir(&t);
+    let url = url(&t);
+    let s = entrypoint(
+        &t,
+        &["--url", &url, "--dir", path_str(&dir), "--output", "json"],
+        &dir,
+    );
+    s.outcome.code(0).stderr_empty();
+    let v = s.outcome.json();
+    assert_eq!(v["result"], "updated", "{v}");
+    assert_eq!(v["to"], t.remote_tip().as_str(), "{v}");
+    assert_eq!(v["deployed"], t.remote_tip().as_str(), "{v}");
+    assert_eq!(s.cmd_pid, Some(s.pid));
+
+    // The checkout is there now; the remote is not: the object carries the error, the app starts.
+    t.git(
+        &dir,
+        &["remote", "set-url", "origin", "/nonexistent/remote.git"],
+    );
+    let s = entrypoint(
+        &t,
+        &["--url", &url, "--dir", path_str(&dir), "--output", "json"],
+        &dir,
+    );
+    s.outcome.code(0).stderr_empty();
+    let v = s.outcome.json();
+    assert_eq!(v["result"], "fetch_failed", "{v}");
+    assert!(v["error"].is_string(), "{v}");
+    assert_eq!(s.code.as_deref(), Some("print('hello')\n"));
+    assert_eq!(s.cmd_pid, Some(s.pid));
+}
+
+#[test]
+fn the_app_does_not_inherit_the_token() {
+    let t = Fixture::new();
+    let dir = app_dir(&t);
+    let seen = t.root.join("token-seen");
+    let out = t
+        .pullstart()
+        .env("PULLSTART_TOKEN", "s3cr3t-Zq81")
+        .args([
+            "entrypoint",
+            "--url",
+            &url(&t),
+            "--dir",
+            path_str(&dir),
+            "--",
+            "sh",
+            "-c",
+            &format!("echo \"${{PULLSTART_TOKEN-unset}}\" > '{}'", seen.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs::read_to_string(&seen).unwrap(), "unset\n");
+}

@@ -4,6 +4,8 @@
 //! files recreate, Dockerfiles and dependency manifests in a build context rebuild, a
 //! single-file bind mount always restarts), run as rebuild, recreate, restart.
 
+use std::fs;
+
 use serde_json::json;
 
 use crate::support::project::*;
@@ -731,5 +733,51 @@ fn the_services_flag_restarts_exactly_those_even_for_a_dependency_change() {
     assert_eq!(
         t.action_calls(),
         vec!["restart worker".to_string(), "restart worker".to_string()]
+    );
+}
+
+/// A `docker compose config` that hangs, with a child of its own that keeps the output pipe open
+/// (a compose plugin, a credential helper): at the deadline the whole process group is killed,
+/// so the run ends at once instead of waiting for the grandchild, and leaves nothing behind.
+#[test]
+fn a_hung_compose_config_is_killed_with_what_it_started() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    t.push_files(&[("app/main.py", "v2\n")]);
+    let pid_file = t.root.join("grandchild.pid");
+    let compose = t.root.join("hung-compose");
+    fs::write(
+        &compose,
+        format!(
+            "#!/bin/sh\nsleep 60 &\necho $! > '{}'\nsleep 60\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&compose, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = t.run_mapped(&[
+        "run",
+        "--compose-command",
+        path_str(&compose),
+        "--timeout",
+        "3s",
+    ]);
+    assert_ne!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.elapsed < std::time::Duration::from_secs(20),
+        "the deadline must hold although a grandchild keeps the pipe open: took {:?}",
+        out.elapsed
+    );
+    // Killed: gone, or a zombie waiting for init to reap it.
+    let pid = fs::read_to_string(&pid_file).unwrap();
+    let state = fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .ok()
+        .and_then(|stat| stat.rsplit(") ").next().map(|rest| rest[..1].to_string()));
+    assert!(
+        matches!(state.as_deref(), None | Some("Z")),
+        "the compose command's child {} is still running (state {state:?})",
+        pid.trim()
     );
 }
