@@ -184,8 +184,9 @@ pub struct Options {
     #[arg(long, global = true)]
     pub rollback: bool,
 
-    /// A YAML file holding any of these options under the keys named in [config: ...]; relative
-    /// paths in it are relative to the file's directory
+    /// A YAML file holding any of these options under the keys named in [config: ...]; a
+    /// relative repo, metrics_file, ssh_key or token_file in it is relative to the file's
+    /// directory, compose_files to the checkout
     ///
     /// Only the file can hold: path rules, `services: {NAME: {paths: [GLOB, ...]}, ...}` (a change
     /// restarts the services whose patterns match it, and no service when none does); `ignore:

@@ -55,7 +55,7 @@ impl ExitCode {
     pub const TABLE: &'static str = "\
 Exit codes:
   0   success: nothing to do, or updated and restarted (check: an update is pending)
-  1   unexpected internal error
+  1   unexpected internal error, or interrupted by a signal before the update started
   2   usage or configuration error (bad flag or config, not a git checkout, detached HEAD,
       unknown remote, branch missing on the remote)
   3   fetch failed (network, auth, timeout): transient, the next run retries
@@ -64,7 +64,7 @@ Exit codes:
   6   the code is updated but the restart failed; the next run retries the restart
   7   another pullstart run holds the lock; skipped
   8   dependency or image files changed and the policy says stop
-  10  with --detailed-exitcode: an update was applied (check: is pending)";
+  10  with --detailed-exitcode: an update was applied (check, status: is pending)";
 }
 
 /// A failure whose kind decides the exit code. The message is the one line the user sees:
