@@ -234,17 +234,13 @@ impl Fixture {
     // ----- commands -----
 
     fn git_cmd(&self, dir: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new("git");
-        hermetic_fixed_dates(&mut cmd, &self.home);
-        cmd.current_dir(dir)
-            .args(["-c", "init.defaultBranch=main"])
-            .args(args);
+        let mut cmd = git_cmd(&self.home, dir, args);
+        fixed_dates(&mut cmd);
         cmd
     }
 
     fn git(&self, dir: &Path, args: &[&str]) -> String {
-        let ran = must(&mut self.git_cmd(dir, args), Duration::from_secs(60));
-        ran.stdout.trim_end().to_string()
+        git_output(&mut self.git_cmd(dir, args))
     }
 
     fn write(&self, dir: &Path, path: &str, content: &str) {
@@ -275,7 +271,8 @@ impl Fixture {
 
     fn pullstart_env(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
         let mut cmd = Command::new(bin());
-        hermetic_fixed_dates(&mut cmd, &self.home);
+        hermetic(&mut cmd, &self.home);
+        fixed_dates(&mut cmd);
         cmd.current_dir(&self.root).args(args);
         for (k, v) in env {
             cmd.env(k, v);
@@ -965,9 +962,8 @@ fn contrib_override_example_gives_a_working_layout() {
     t.assert_applied(&ran, &before, &tip, &["web", "worker"], &[], false);
 }
 
-/// [`hermetic`] with fixed author and committer dates: commit ids do not depend on the clock.
-fn hermetic_fixed_dates(cmd: &mut Command, home: &Path) {
-    hermetic(cmd, home);
+/// Fixed author and committer dates: commit ids do not depend on the clock.
+fn fixed_dates(cmd: &mut Command) {
     cmd.env("GIT_AUTHOR_DATE", "1700000000 +0000")
         .env("GIT_COMMITTER_DATE", "1700000000 +0000");
 }

@@ -197,17 +197,11 @@ impl Fixture {
     // ----- commands -----
 
     fn git_cmd(&self, dir: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new("git");
-        hermetic(&mut cmd, &self.home);
-        cmd.current_dir(dir)
-            .args(["-c", "init.defaultBranch=main"])
-            .args(args);
-        cmd
+        git_cmd(&self.home, dir, args)
     }
 
     fn git(&self, dir: &Path, args: &[&str]) -> String {
-        let ran = must(&mut self.git_cmd(dir, args), Duration::from_secs(60));
-        ran.stdout.trim_end().to_string()
+        git_output(&mut self.git_cmd(dir, args))
     }
 
     /// Writes `path` in the dev repository.

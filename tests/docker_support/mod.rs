@@ -265,3 +265,19 @@ pub fn docker_ready(test: &str, need_v1: bool) -> bool {
         }
     }
 }
+
+/// `git ARGS` in `dir` with the [`hermetic`] environment and `main` as the default branch.
+pub fn git_cmd(home: &Path, dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("git");
+    hermetic(&mut cmd, home);
+    cmd.current_dir(dir)
+        .args(["-c", "init.defaultBranch=main"])
+        .args(args);
+    cmd
+}
+
+/// Runs [`git_cmd`], which must succeed within a minute; its stdout without the final newline.
+pub fn git_output(cmd: &mut Command) -> String {
+    let ran = must(cmd, Duration::from_secs(60));
+    ran.stdout.trim_end().to_string()
+}
