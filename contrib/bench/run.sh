@@ -98,6 +98,26 @@ if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no -- src Cargo.t
 fi
 [ "$BUILD" = 1 ] || SOURCE_REV="prebuilt binary $BIN"
 
+# Whether the binary was linked with contrib/link-order/hot-functions.txt (build.rs): how many of
+# the listed functions it has, and whether its code starts with one of them. A list made with
+# another rustc or other dependency versions names few of them, and costs memory.
+link_order() {
+    local list=$ROOT/contrib/link-order/hot-functions.txt
+    [ -s "$list" ] || { echo "no contrib/link-order/hot-functions.txt"; return; }
+    command -v nm >/dev/null || { echo "not checked (no nm)"; return; }
+    nm -n "$BIN" 2>/dev/null | awk -v list="$list" '
+        BEGIN { while ((getline name <list) > 0) { listed[name] = 1; total++ } }
+        $2 ~ /^[tT]$/ { if (!text++) first = ($3 in listed); if ($3 in listed && !seen[$3]++) found++ }
+        END {
+            printf "%d of the %d functions in contrib/link-order/hot-functions.txt are in the binary", found, total
+            if (!text) print "; it has no symbol table"
+            else if (found < total * 0.9) print ": the list is stale, run contrib/link-order/generate.sh"
+            else if (!first) print ", but they are not placed first: the linker did not take the list (see build.rs)"
+            else print ", placed first"
+        }'
+}
+LINK_ORDER=$(link_order)
+
 # ---------------------------------------------------------------- hermetic git
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/pullstart-bench.XXXXXX")
 DAEMON_PID=
@@ -445,6 +465,7 @@ table() { # table METRIC FORMATTER UNIT
     echo "\`contrib/bench/run.sh$([ "$QUICK" = 1 ] && echo " --quick")$([ -n "$RUNS" ] && echo " --runs $RUNS")\`, $(date -u '+%Y-%m-%d %H:%M UTC'), ${ELAPSED}s."
     echo "$(nproc) CPUs ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), Linux $(uname -r);"
     echo "$("$BIN" --version) (source $SOURCE_REV), $(git --version), hyperfine $(hyperfine --version | awk '{ print $2 }')."
+    echo "Link order: $LINK_ORDER."
     echo "Wall: hyperfine medians of $NC_R runs (no change), $U_R (updates, 20k)$([ "$BIG_R" != 0 ] && echo ", $BIG_R (100k)");"
     echo "CPU and RSS: medians of $NC_C / $U_C$([ "$BIG_R" != 0 ] && echo " / $BIG_C") interleaved runs; warm page cache."
     echo "Load average (1, 5, 15 min) at the start: $LOAD_START; at the end: $LOAD_END."
