@@ -36,6 +36,7 @@ mod watch;
 use clap::Parser;
 
 fn main() {
+    return_freed_memory_promptly();
     let cli = cli::Cli::parse(); // usage errors: clap's own message and exit code 2
     let output = settings::output_from_flags(&cli);
     let settings = match settings::Settings::resolve(cli) {
@@ -67,4 +68,18 @@ fn main() {
         (None, Some(_)) => watch::watch(&settings, style),
         (None, None) => watch::once(&settings, style),
     });
+}
+
+/// Fixes glibc malloc's mmap and trim thresholds at their defaults (128 KiB), which also stops
+/// them from sliding. By default, once a large block is freed, glibc serves blocks up to that
+/// size from the heap and keeps up to twice that much free at the heap's top; a run's phases
+/// each allocate and drop large buffers (pack indexing, tree diffs, the index), so about 2 MiB
+/// that no phase used any more stayed resident into the next one. Measured with contrib/bench
+/// (issue 7): peak RSS of a 100-file update in the 20,000-file repository, 12.1 -> 10.2 MiB.
+fn return_freed_memory_promptly() {
+    // SAFETY: mallopt only sets malloc's parameters, under malloc's own lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
 }

@@ -12,8 +12,10 @@
 # common cases: no change over a local path, file://, git:// and http(s) (when git daemon and
 # lighttpd are there), updates that modify, add, delete and rename files, a compose-file change,
 # status, JSON output, the entrypoint's clone, --help and --version. Every function of the
-# pullstart binary with a cost in any profile is listed: the no-change run's first (the hot
-# path), then the others in order of first appearance.
+# pullstart binary with a cost in any profile is listed, each in the order it first ran: the
+# no-change run's first (the hot path), then what each next case adds. Code that runs early sits
+# together, so a run's peak (in the fetch, or in the index write) has only the code it needed
+# so far resident, not all of it.
 #
 # The list names symbols as the linker sees them (mangled). The hashes in them stay the same
 # across edits of pullstart's code but change with a new rustc or new dependency versions: after
@@ -141,9 +143,13 @@ PROFILES=()
 profile() {
     local name=$1 dir=$2
     shift 2
-    (cd "$dir" && valgrind --tool=callgrind --demangle=no --callgrind-out-file="$W/cg.$name" \
-        "$BIN" "$@") >"$W/$name.log" 2>&1 || true
+    (cd "$dir" && valgrind --tool=callgrind --demangle=no --dump-every-bb=500000 \
+        --callgrind-out-file="$W/cg.$name" "$BIN" "$@") >"$W/$name.log" 2>&1 || true
     [ -s "$W/cg.$name" ] || { tail -20 "$W/$name.log" >&2; die "no profile for $name"; }
+    # cg.NAME.1, cg.NAME.2, ...: the functions each stretch of 500,000 basic blocks executed, in
+    # time order; cg.NAME: the rest, at exit.
+    local i=1
+    while [ -s "$W/cg.$name.$i" ]; do PROFILES+=("$W/cg.$name.$i"); i=$((i + 1)); done
     PROFILES+=("$W/cg.$name")
     say "profiled $name"
 }
@@ -237,7 +243,8 @@ else
 fi
 
 # Every function of the pullstart binary (callgrind's `ob=`) that has a cost line of its own
-# (`fn=`, not the `cfn=` of a call) in any profile, each once, in the order of the profiles.
+# (`fn=`, not the `cfn=` of a call) in any profile, each once, in the order of the profiles
+# (cases first to last, each case's stretches in time order).
 awk '
     match($0, /^c?(ob|fn)=\([0-9]+\)/) {
         called = substr($0, 1, 1) == "c"
