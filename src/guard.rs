@@ -92,10 +92,7 @@ pub fn blocked_paths(
     index: &gix::index::State,
     changes: &[Change],
 ) -> anyhow::Result<Vec<Blocked>> {
-    let workdir = repo
-        .workdir()
-        .context("the repository has no working tree")?;
-    let mut guard = Guard::new(repo, workdir, index, changes)?;
+    let mut guard = Guard::new(repo, index, changes)?;
     let mut blocked = Vec::new();
     for change in changes {
         guard.check_change(change, &mut blocked)?;
@@ -112,10 +109,7 @@ pub fn foreign_content(
     index: &gix::index::State,
     changes: &[Change],
 ) -> anyhow::Result<Vec<Blocked>> {
-    let workdir = repo
-        .workdir()
-        .context("the repository has no working tree")?;
-    let mut guard = Guard::new(repo, workdir, index, changes)?;
+    let mut guard = Guard::new(repo, index, changes)?;
     let paths: HashSet<&BStr> = changes.iter().map(|c| c.path.as_bstr()).collect();
     let mut blocked = Vec::new();
     for change in changes {
@@ -187,14 +181,15 @@ struct Guard<'a> {
 impl<'a> Guard<'a> {
     fn new(
         repo: &'a gix::Repository,
-        workdir: &'a Path,
         index: &'a gix::index::State,
         changes: &'a [Change],
     ) -> anyhow::Result<Self> {
         let config = repo.config_snapshot();
         Ok(Guard {
             repo,
-            workdir,
+            workdir: repo
+                .workdir()
+                .context("the repository has no working tree")?,
             index,
             removed: changes
                 .iter()

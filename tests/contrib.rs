@@ -13,6 +13,9 @@
 //! unless the environment variable `CI` is set, which makes them fail
 //! (`contrib/docker-setup.sh` starts the engine and builds `pullstart-test/busybox:1`).
 
+mod docker_support;
+
+use docker_support::{bin, git_cmd, git_output, hermetic, image};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -20,28 +23,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-fn bin() -> PathBuf {
-    std::env::var_os("PULLSTART_TEST_BIN")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pullstart")))
-}
-
 fn contrib(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("contrib")
         .join(path)
-}
-
-fn image() -> String {
-    std::env::var("PULLSTART_TEST_IMAGE")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "pullstart-test/busybox:1".to_string())
-}
-
-fn ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
 /// Runs `cmd` to completion; panics with everything it printed unless it succeeded.
@@ -59,33 +44,6 @@ fn must(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// Whether the Docker tests can run: without an engine and the test image, a loud skip line
-/// (or, with CI set, a failure).
-fn docker_ready(test: &str) -> bool {
-    let probe = Command::new("timeout")
-        .args(["20", "docker", "image", "inspect", &image()])
-        .stdin(Stdio::null())
-        .output();
-    let problem = match probe {
-        Ok(out) if out.status.success() => return true,
-        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        Err(e) => format!("cannot run docker: {e}"),
-    };
-    if ci() {
-        panic!(
-            "{test}: no Docker engine or no image {} ({problem}); CI is set, so the Docker tests \
-             may not be skipped: run contrib/docker-setup.sh",
-            image()
-        );
-    }
-    eprintln!(
-        "\n*** SKIPPED {test} (no Docker engine or no image {}: {problem}); run \
-         contrib/docker-setup.sh ***\n",
-        image()
-    );
-    false
 }
 
 /// A bare remote with one commit holding `app/main.py`, and a checkout cloned from it.
@@ -119,12 +77,7 @@ impl Repo {
     }
 
     fn git(&self, dir: &Path, args: &[&str]) -> String {
-        let mut cmd = Command::new("git");
-        hermetic(&mut cmd, &self.root);
-        cmd.current_dir(dir)
-            .args(["-c", "init.defaultBranch=main"])
-            .args(args);
-        String::from_utf8(must(&mut cmd).stdout).unwrap()
+        git_output(&mut git_cmd(&self.root, dir, args))
     }
 
     /// Commits `content` at `path` in the dev clone and pushes it.
@@ -143,21 +96,6 @@ impl Repo {
         cmd.current_dir(&self.root).stdin(Stdio::null());
         cmd
     }
-}
-
-fn hermetic(cmd: &mut Command, home: &Path) {
-    cmd.env_clear();
-    if let Some(path) = std::env::var_os("PATH") {
-        cmd.env("PATH", path);
-    }
-    cmd.env("HOME", home)
-        .env("LC_ALL", "C")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Dev")
-        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
-        .env("GIT_COMMITTER_NAME", "Dev")
-        .env("GIT_COMMITTER_EMAIL", "dev@example.com");
 }
 
 /// `text` with every `${VAR:-default}` replaced by its default, as compose does when VAR is
@@ -323,7 +261,10 @@ fn sidecar_compose_file_is_valid_and_its_command_watches_until_sigterm() {
     assert!(metrics.exists(), "no run finished: {out:?}");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 
-    if !docker_ready("sidecar_compose_file_is_valid_and_its_command_watches_until_sigterm") {
+    if !docker_support::docker_ready(
+        "sidecar_compose_file_is_valid_and_its_command_watches_until_sigterm",
+        false,
+    ) {
         return;
     }
     let out = must(
@@ -375,7 +316,10 @@ impl Drop for RemoveImage {
 
 #[test]
 fn entrypoint_dockerfile_clones_then_fast_forwards_in_a_real_container() {
-    if !docker_ready("entrypoint_dockerfile_clones_then_fast_forwards_in_a_real_container") {
+    if !docker_support::docker_ready(
+        "entrypoint_dockerfile_clones_then_fast_forwards_in_a_real_container",
+        false,
+    ) {
         return;
     }
     let repo = Repo::new();

@@ -1,6 +1,6 @@
-//! What `tests/docker.rs` and `tests/docker_actions.rs` share: the binary under test, commands
-//! with a time limit, the engine probe that skips loudly (or fails under `CI`), and the hermetic
-//! environment every command runs in.
+//! What `tests/docker.rs`, `tests/docker_actions.rs` and `tests/contrib.rs` share: the binary under
+//! test, commands with a time limit, the engine probe that skips loudly (or fails under `CI`), and
+//! the hermetic environment every command runs in.
 
 #![allow(dead_code)] // each test binary uses its own part
 
