@@ -38,11 +38,11 @@ pub fn recover(checkout: &mut Checkout) -> anyhow::Result<Option<Journal>> {
             ),
         );
     }
-    remove_stale_locks(checkout, &git_dir, &journal)?;
+    remove_own_index_lock(checkout, &journal)?;
     if journal.phase == Phase::Guarding {
         // Killed while checking for local changes: nothing was touched; the run starts over.
         journal::remove(&git_dir)?;
-        return Ok(Some(journal));
+        return Ok(None);
     }
     let branch_now = branch_tip(checkout)?;
     if branch_now == Some(journal.new) || branch_now != journal.old {
@@ -101,39 +101,13 @@ fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
         .with_context(|| format!("failed to finish the interrupted update to {}", journal.new))
 }
 
-/// Remove the lock files the killed run left: its own `index.lock` (the inode the journal
-/// recorded) and, once it was applying, the locks of the refs it moves (newer than the journal,
-/// and too old to be held by anyone now). A lock that may be a live git's is left alone.
-fn remove_stale_locks(
-    checkout: &Checkout,
-    git_dir: &Path,
-    journal: &Journal,
-) -> anyhow::Result<()> {
+/// Remove the killed run's own `index.lock`: the inode the journal recorded. (Its ref locks are
+/// cleared by [`clear_interrupted_run`], from the run marker.) A lock that may be a live git's is
+/// left alone.
+fn remove_own_index_lock(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
     let index_lock = index_lock_path(&checkout.repo);
     if journal.lock_identity.is_some() && lock_identity(&index_lock) == journal.lock_identity {
         remove(&index_lock)?;
-    }
-    if journal.phase == Phase::Guarding {
-        return Ok(());
-    }
-    let journal_time = modified(&journal::path(git_dir)).unwrap_or(SystemTime::UNIX_EPOCH);
-    let common = checkout.repo.common_dir().to_path_buf();
-    let ref_locks = [
-        git_dir.join("HEAD.lock"),
-        lock_path(&common.join(checkout.branch.as_bstr().to_str_lossy().as_ref())),
-        lock_path(&common.join(crate::record::DEPLOYED_REF)),
-    ];
-    let now = SystemTime::now();
-    for lock in ref_locks {
-        let Some(time) = modified(&lock) else {
-            continue;
-        };
-        let old_enough = now
-            .duration_since(time)
-            .is_ok_and(|age| age >= REF_LOCK_AGE);
-        if time >= journal_time && old_enough {
-            remove(&lock)?;
-        }
     }
     Ok(())
 }
@@ -192,12 +166,12 @@ fn branch_tip(checkout: &Checkout) -> anyhow::Result<Option<ObjectId>> {
 
 /// While a run holds pullstart's lock, `<git-dir>/pullstart-running` holds its pid. A run
 /// killed while gix held a ref lock (moving the tracking ref, the branch, the deployed ref) leaves
-/// that lock file behind, and every later run would fail on it.
+/// that lock file behind, and every later run would fail on it. The marker goes when it is
+/// dropped, however the run ends; only a killed run leaves it.
 pub struct RunMarker(PathBuf);
 
-impl RunMarker {
-    /// The run is over (successful or not): its ref locks are released.
-    pub fn done(self) {
+impl Drop for RunMarker {
+    fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
 }
@@ -217,8 +191,9 @@ pub fn run_marker(checkout: &Checkout) -> anyhow::Result<RunMarker> {
 /// If a marker is left over, its run was killed: remove the locks of the refs a run moves
 /// (`packed-refs`, the tracking ref, HEAD, the branch, the deployed and rejected refs) that are
 /// not older than the marker, i.e. that the killed run took. The caller holds pullstart's own
-/// lock, so no other run is moving them; a lock older than the marker is someone else's and is
-/// kept. `index.lock` is the journal's business (see `recover`).
+/// lock, so no other run is moving them; a lock older than the marker is someone else's, and a
+/// lock younger than [`REF_LOCK_AGE`] may be a live git's: both are kept. `index.lock` is the
+/// journal's business (see `recover`).
 pub fn clear_interrupted_run(
     checkout: &Checkout,
     tracking: &gix::refs::FullName,
@@ -237,8 +212,15 @@ pub fn clear_interrupted_run(
         reference(crate::record::DEPLOYED_REF),
         reference(crate::record::REJECTED_REF),
     ];
+    let now = SystemTime::now();
     for lock in locks {
-        if modified(&lock).is_some_and(|t| t >= marker_time) {
+        let Some(time) = modified(&lock) else {
+            continue;
+        };
+        let old_enough = now
+            .duration_since(time)
+            .is_ok_and(|age| age >= REF_LOCK_AGE);
+        if time >= marker_time && old_enough {
             remove(&lock)?;
         }
     }

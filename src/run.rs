@@ -61,7 +61,7 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
         }
     }
     let result = pipeline(settings, &mut checkout, outcome);
-    marker.done();
+    drop(marker);
     if let (Err(err), Command::Run) = (&result, settings.command) {
         on_failure_hook(settings, &checkout, outcome, err);
     }

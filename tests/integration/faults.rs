@@ -423,6 +423,9 @@ fn local_edit_after_a_crash_blocks_the_finish_until_restored() {
         journal_exists(&t),
         "the journal must wait for the refused finish"
     );
+    // The refusing run ended normally: it leaves no run marker that would make the next run
+    // take a git's fresh ref locks for its own.
+    assert!(!t.git_dir().join("pullstart-running").exists());
 
     // Still refused on the next try while one of them is foreign.
     t.co_write(written, "new 10\n"); // back to the version the update writes
@@ -491,8 +494,11 @@ fn index_lock_newer_than_the_journal_is_not_pullstarts_and_is_kept() {
 fn stale_ref_locks_left_by_a_killed_run_are_removed() {
     let (t, tip) = many_files_update(20);
     crash_at(&t, "after-index");
-    // As if the run had been killed while moving the branch: its ref locks are newer than the
-    // journal, and the crash was a while ago.
+    // As if the run had been killed while moving the branch: its ref locks are newer than its
+    // run marker and journal, and the crash was a while ago.
+    let marker = t.git_dir().join("pullstart-running");
+    assert!(marker.exists(), "the killed run left no marker");
+    age(&marker, 60);
     let journal = t.git_dir().join("pullstart-journal");
     let locks = [
         t.git_dir().join("refs/heads/main.lock"),
@@ -1070,6 +1076,14 @@ fn ref_locks_left_by_a_killed_fetch_are_removed() {
         packed.exists(),
         "a lock older than the killed fetch was deleted"
     );
+    fs::remove_file(&packed).unwrap();
+
+    // A lock newer than the marker but taken a moment ago may be a live git's: kept (exit 3).
+    fs::write(&marker, "4194301\n").unwrap();
+    age(&marker, 30);
+    fs::write(&packed, "").unwrap();
+    t.run(&["run"]).code(3);
+    assert!(packed.exists(), "a lock taken a moment ago was deleted");
     fs::remove_file(&packed).unwrap();
 
     // The killed fetch's own locks, newer than its marker.
