@@ -11,14 +11,14 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-/// A duct expression for `program args...`: `program` resolved on `PATH`, and pullstart's
-/// token variable removed from the child's environment (a child has no use for the secret).
+/// A duct expression for `program args...`, `program` resolved on `PATH`. (No child sees
+/// pullstart's token: `main` took it out of the environment.)
 pub(crate) fn cmd<I, A>(program: &str, args: I) -> duct::Expression
 where
     I: IntoIterator<Item = A>,
     A: Into<OsString>,
 {
-    duct::cmd(program_path(program), args).env_remove(crate::fetch::TOKEN_ENV)
+    duct::cmd(program_path(program), args)
 }
 
 /// `program` as `execvp` would find it: itself when it holds a `/`, else the first executable

@@ -119,12 +119,8 @@ pub fn entrypoint(settings: &Settings, style: Style) -> i32 {
 fn exec(cmd: &[OsString]) -> i32 {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    // The app has no use for pullstart's token: it would end up in its environment, its crash
-    // dumps and whatever it runs.
-    let err = std::process::Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .env_remove(crate::fetch::TOKEN_ENV)
-        .exec();
+    // The app does not inherit pullstart's token: `main` took it out of the environment.
+    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
     eprintln!(
         "pullstart: cannot start `{}`: {err}; check the command after `--`",
         redact(&cmd[0].to_string_lossy())

@@ -27,7 +27,7 @@
 
 pub(crate) mod http;
 /// The environment variable holding an https token; kept out of the compose and hook commands.
-pub use http::TOKEN_ENV;
+pub use http::take_token_from_environment;
 pub(crate) mod ssh;
 
 use std::fmt::Write as _;

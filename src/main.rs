@@ -36,6 +36,7 @@ mod watch;
 use clap::Parser;
 
 fn main() {
+    fetch::take_token_from_environment(); // first: no thread may run while the environment changes
     return_freed_memory_promptly();
     let cli = cli::Cli::parse(); // usage errors: clap's own message and exit code 2
     let output = settings::output_from_flags(&cli);

@@ -25,7 +25,7 @@
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use gix::bstr::ByteSlice;
@@ -44,6 +44,23 @@ pub const TOKEN_FILE_ENV: &str = "PULLSTART_TOKEN_FILE";
 pub const TOKEN_FILE_CONFIG: &str = "pullstart.tokenFile";
 /// The basic-auth user sent with a token when the url names none.
 pub const TOKEN_USER: &str = "x-access-token";
+
+/// `PULLSTART_TOKEN` as the process started with it; see [`take_token_from_environment`].
+static TOKEN_FROM_ENV: OnceLock<Option<String>> = OnceLock::new();
+
+/// Moves `PULLSTART_TOKEN` out of the process environment into this module, so that no child
+/// inherits the secret: not compose, the hooks or the app `entrypoint` execs, and not what
+/// gitoxide starts (ssh, credential helpers, `git-upload-pack`, LFS filters). Called first in
+/// `main`, while the process has one thread: the environment is not safe to change later.
+pub fn take_token_from_environment() {
+    let token = env_nonempty(TOKEN_ENV);
+    std::env::remove_var(TOKEN_ENV);
+    let _ = TOKEN_FROM_ENV.set(token);
+}
+
+fn token_from_environment() -> Option<String> {
+    TOKEN_FROM_ENV.get_or_init(|| env_nonempty(TOKEN_ENV)).clone()
+}
 
 /// A token and where it came from (for messages: never the token itself).
 struct Token {
@@ -77,7 +94,7 @@ impl Credentials {
     ) -> anyhow::Result<Self> {
         let token = if let Some(path) = &options.token_file {
             Some(read_token_file(path, "the token file")?)
-        } else if let Some(secret) = env_nonempty(TOKEN_ENV) {
+        } else if let Some(secret) = token_from_environment() {
             Some(token_from_text(&secret, format!("`{TOKEN_ENV}`"), || {
                 format!("`{TOKEN_ENV}` holds no token")
             })?)

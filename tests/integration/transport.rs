@@ -1,5 +1,9 @@
 //! Transports of this issue: a local path, a file:// URL and git:// (against `git daemon`).
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
 use crate::support::daemon::GitDaemon;
 use crate::support::*;
 
@@ -87,4 +91,45 @@ fn works_without_a_git_identity_in_the_environment() {
     out.code(0);
     assert_eq!(t.head(), tip);
     assert_git_clean(&t, &Clean::strict());
+}
+
+/// No child inherits `PULLSTART_TOKEN`: neither what gitoxide starts (for a local remote, the
+/// `git-upload-pack` it finds on PATH; ssh, credential helpers and LFS filters are started the
+/// same way) nor compose.
+#[test]
+fn no_child_inherits_the_token() {
+    let t = Fixture::new();
+    let tip = t.push_files(&[("app/main.py", "v2\n")]);
+    let spy_bin = t.root.join("spy-bin");
+    fs::create_dir(&spy_bin).unwrap();
+    let seen = t.root.join("seen");
+    let spy = |path: &Path, name: &str, then: &str| {
+        let script = format!(
+            "#!/bin/sh\necho \"{name} ${{PULLSTART_TOKEN-unset}}\" >> '{}'\n{then}\n",
+            seen.display()
+        );
+        fs::write(path, script).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    // `git upload-pack` runs git's own, not this wrapper again.
+    spy(
+        &spy_bin.join("git-upload-pack"),
+        "upload-pack",
+        "exec git upload-pack \"$@\"",
+    );
+    let compose = t.root.join("compose-spy");
+    spy(&compose, "compose", "exit 0");
+    let path = format!("{}:{}", spy_bin.display(), std::env::var("PATH").unwrap());
+    let args = t.full_args(&["run", "--compose-command", path_str(&compose)]);
+    let mut cmd = t.pullstart();
+    cmd.env("PATH", path)
+        .env("PULLSTART_TOKEN", "s3cr3t-Wx42")
+        .args(&args);
+    let out = Outcome::of(&mut cmd, vec!["run".into()]);
+    out.code(0);
+    assert_eq!(t.head(), tip);
+    assert_eq!(
+        fs::read_to_string(&seen).unwrap(),
+        "upload-pack unset\ncompose unset\n"
+    );
 }
