@@ -6,7 +6,7 @@
 //! the branch. Only the planned paths are touched; every other file keeps content, mtime and
 //! inode. The guard has already proven that nothing written here overwrites local work.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -349,7 +349,7 @@ fn smudge(
 /// Create the new content at a temporary name in the same directory, then rename it over
 /// `abs`, so that readers see the old file or the new one, never a half-written one.
 fn replace_with(abs: &Path, create: impl Fn(&Path) -> std::io::Result<()>) -> anyhow::Result<()> {
-    let tmp = temporary_sibling(abs);
+    let tmp = temporary_sibling(abs, std::process::id());
     if let Err(err) = create(&tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(err).with_context(|| format!("failed to write `{}`", tmp.display()));
@@ -368,13 +368,12 @@ fn replace_with(abs: &Path, create: impl Fn(&Path) -> std::io::Result<()>) -> an
 }
 
 /// `dir/.name.pullstart-<pid>.tmp`: recognisable, so a run killed mid-write leaves a name that
-/// says whose it is.
-fn temporary_sibling(abs: &Path) -> PathBuf {
-    let name = abs
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    abs.with_file_name(format!(".{name}.pullstart-{}.tmp", std::process::id()))
+/// says whose it is (`recover` removes it). The name's bytes are kept as they are.
+pub fn temporary_sibling(abs: &Path, pid: u32) -> PathBuf {
+    let mut name = OsString::from(".");
+    name.push(abs.file_name().unwrap_or_default());
+    name.push(format!(".pullstart-{pid}.tmp"));
+    abs.with_file_name(name)
 }
 
 /// Write the index through the lock taken before the guard ran, then rename it into place.
@@ -504,6 +503,17 @@ mod tests {
         gix::index::File::from_state(state, path)
     }
 
+    /// The temporary name keeps the file name's bytes, so that recovery (which builds it from
+    /// the journal's paths) finds the same file for a name that is not UTF-8.
+    #[test]
+    fn temporary_sibling_keeps_the_name_bytes() {
+        let abs = Path::new(OsStr::from_bytes(b"/w/d\xff/f\xfe"));
+        assert_eq!(
+            temporary_sibling(abs, 42).as_os_str().as_bytes(),
+            b"/w/d\xff/.f\xfe.pullstart-42.tmp"
+        );
+    }
+
     #[test]
     fn the_written_index_is_byte_for_byte_what_gix_writes_and_its_checksum_verifies() {
         let dir = tempfile::tempdir().unwrap();
@@ -525,14 +535,10 @@ mod tests {
         write_index(index, lock).unwrap();
 
         assert_eq!(std::fs::read(&path).unwrap(), expected);
-        let verify_checksum = false; // `skip_hash`
-        let read = gix::index::File::at(
-            &path,
-            gix::hash::Kind::Sha1,
-            verify_checksum,
-            Default::default(),
-        )
-        .expect("the checksum verifies");
+        let skip_hash = false; // the checksum is verified
+        let read =
+            gix::index::File::at(&path, gix::hash::Kind::Sha1, skip_hash, Default::default())
+                .expect("the checksum verifies");
         assert_eq!(read.entries().len(), 20_000);
     }
 }

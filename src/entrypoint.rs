@@ -11,7 +11,7 @@
 //!   empty again and exits 3 (2 when a token file or ssh key cannot be used, as for a run); CMD
 //!   does not start (there is nothing to start it on).
 //! - DIR holds a checkout: the same run as `pullstart run` ([`run::execute`]), with
-//!   [`Settings::act`] false: fetch, guard, fast-forward, record the deployed commit, but no
+//!   `Settings::entrypoint` set: fetch, guard, fast-forward, record the deployed commit, but no
 //!   compose project is read and no service is touched (the app is not started yet). Whatever
 //!   goes wrong there (the remote cannot be reached, local changes, a diverged branch, ...) is
 //!   one warning line on stderr, and the app starts on the code that is there: the app must
@@ -258,10 +258,9 @@ fn report_clone(cloned: &Cloned, style: Style) {
             "cloned {} {} at {} into {}",
             cloned.url,
             cloned.branch,
-            cloned.head.map_or_else(
-                || "(no commits)".into(),
-                |id| id.to_hex_with_len(7).to_string()
-            ),
+            cloned
+                .head
+                .map_or_else(|| "(no commits)".into(), crate::run::short),
             cloned.dir.display()
         );
         println!("{}", redact(&line));
@@ -417,7 +416,7 @@ fn headline(err: &anyhow::Error) -> String {
 fn head_of(dir: &Path) -> Option<String> {
     let repo = gix::open(dir).ok()?;
     let id = repo.head_id().ok()?;
-    Some(id.to_hex_with_len(7).to_string())
+    Some(crate::run::short(id.detach()))
 }
 
 /// Prints an error as a run would (one line, or the JSON object) and returns its exit code.

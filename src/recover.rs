@@ -5,6 +5,8 @@
 //! neither is local work and is never overwritten (exit 4, naming it). Lock files the killed run
 //! left behind are removed; a lock that a live git may hold is not.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -116,11 +118,8 @@ fn remove_own_index_lock(checkout: &Checkout, journal: &Journal) -> anyhow::Resu
 /// (`.NAME.pullstart-PID.tmp`, see `apply`).
 fn remove_temporary_files(workdir: &Path, changes: &[plan::Change], pid: u32) {
     for change in changes {
-        let abs = workdir.join(change.path.to_str_lossy().as_ref());
-        let Some(name) = abs.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-            continue;
-        };
-        let tmp = abs.with_file_name(format!(".{name}.pullstart-{pid}.tmp"));
+        let abs = workdir.join(OsStr::from_bytes(change.path.as_slice()));
+        let tmp = apply::temporary_sibling(&abs, pid);
         if std::fs::symlink_metadata(&tmp).is_ok_and(|m| !m.is_dir()) {
             let _ = std::fs::remove_file(&tmp);
         }

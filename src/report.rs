@@ -152,7 +152,7 @@ fn success_text(outcome: &Outcome) -> String {
 }
 
 fn short(id: Option<ObjectId>) -> String {
-    id.map_or_else(|| "(none)".into(), |id| id.to_hex_with_len(7).to_string())
+    id.map_or_else(|| "(none)".into(), crate::run::short)
 }
 
 /// `restarted: web worker; rebuilt: api`, `restarted: all services (why)`,

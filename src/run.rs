@@ -60,7 +60,7 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
             outcome.to = checkout.head;
         }
     }
-    let result = pipeline(settings, &mut checkout, outcome);
+    let result = pipeline(settings, &mut checkout, &tracking, outcome);
     drop(marker);
     if let (Err(err), Command::Run) = (&result, settings.command) {
         on_failure_hook(settings, &checkout, outcome, err);
@@ -72,14 +72,13 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
 fn pipeline(
     settings: &Settings,
     checkout: &mut Checkout,
+    tracking: &gix::refs::FullName,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
     let deployed = deployed_or_head(settings, checkout)?;
     outcome.deployed = deployed;
     outcome.deployed_before = deployed;
 
-    let tracking =
-        fetch::tracking_ref_name(&checkout.repo, &checkout.remote, &checkout.remote_branch)?;
     let previous_tip = read_ref(&checkout.repo, tracking.as_bstr())?;
     let fetched = fetch::fetch_with(
         &checkout.repo,
@@ -499,7 +498,7 @@ pub(crate) fn select_services(
     checkout: &Checkout,
     changed_paths: &[BString],
 ) -> anyhow::Result<Services> {
-    if !settings.act {
+    if settings.entrypoint.is_some() {
         // `entrypoint`: the app starts after the update; no compose project to read or act on.
         return Ok(Services::nothing("the app starts next"));
     }

@@ -141,12 +141,9 @@ pub struct Settings {
     /// `Some(interval)`: the `watch` subcommand, which repeats `command` every interval (at
     /// least [`MIN_WATCH_INTERVAL`]); `None`: one run.
     pub watch: Option<Duration>,
-    /// Whether a run acts on the services (compose, health wait, `before` hook) once the
-    /// checkout is updated: true, except for `entrypoint`, where the app is not started yet and
-    /// no compose project is read at all.
-    pub act: bool,
     /// `Some` for the `entrypoint` subcommand: what to clone and what to exec. `repo` is then
-    /// its `--dir` and `command` is [`Command::Run`].
+    /// its `--dir` and `command` is [`Command::Run`]. A run then acts on no service (compose,
+    /// health wait, `before` hook): the app is not started yet, and no compose project is read.
     pub entrypoint: Option<Entrypoint>,
 }
 
@@ -364,7 +361,6 @@ impl Settings {
             ssh_key: flags.ssh_key.or(file.ssh_key),
             token_file: flags.token_file.or(file.token_file),
             watch,
-            act: entrypoint.is_none(),
             entrypoint,
         })
     }
@@ -1731,7 +1727,6 @@ mod tests {
                 ssh_key: None,
                 token_file: None,
                 watch: None,
-                act: true,
                 entrypoint: None,
             }
         );

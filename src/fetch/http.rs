@@ -59,7 +59,9 @@ pub fn take_token_from_environment() {
 }
 
 fn token_from_environment() -> Option<String> {
-    TOKEN_FROM_ENV.get_or_init(|| env_nonempty(TOKEN_ENV)).clone()
+    TOKEN_FROM_ENV
+        .get_or_init(|| env_nonempty(TOKEN_ENV))
+        .clone()
 }
 
 /// A token and where it came from (for messages: never the token itself).
