@@ -4,7 +4,7 @@
 //! Why (issue 7): Linux maps a program's code in 64 KiB windows around each page it faults in,
 //! so a run that executes ~2,000 functions spread over 5.6 MB of code makes nearly all of it
 //! resident. Packed together they take ~1.4 MB, and a no-change run's peak RSS drops from 7.8
-//! to 4.5 MiB (measured with contrib/bench).
+//! to 5.2 MiB (measured with contrib/bench).
 //!
 //! Only a linker that understands `--symbol-ordering-file` (lld, the default for this target
 //! since Rust 1.90, and mold) can do this; GNU ld cannot. So this links a tiny probe program with

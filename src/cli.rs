@@ -55,8 +55,8 @@ pub enum CliCommand {
     #[command(after_help = after_help())]
     Status,
     /// Run again and again, every --every, for a sidecar container: each run is reported like
-    /// one started by cron, a failed run never stops the loop, and SIGTERM or SIGINT ends it
-    /// between runs (exit 0)
+    /// one started by cron, a failed run never stops the loop, and SIGTERM, SIGINT, SIGHUP or
+    /// SIGQUIT ends it (exit 0): between runs at once, during a run once that run is over
     ///
     /// With --output json, one JSON object per run, one per line. --splay applies before each
     /// run, --timeout to each run, and the lock is taken by each run, so a cron job on the same
@@ -83,8 +83,9 @@ Example (a Dockerfile; see contrib/entrypoint/Dockerfile):
   CMD [\"python\", \"/app/main.py\"]
 
 Exit codes (CMD's own once it started):
-  2   usage error: no CMD after `--`, --dir is not empty and not a git checkout, CMD not found,
-      a token file or ssh key that cannot be read (for the clone into an empty --dir)
+  2   usage error: no CMD after `--`, no --url or PULLSTART_URL, --dir is not empty and not a git
+      checkout, CMD not found, a token file or ssh key that cannot be read (for the clone into an
+      empty --dir), -C/--repo or --dry-run (--dir is the checkout; the entrypoint always acts)
   3   --dir was empty and the clone failed; nothing was started";
 
 /// The options only `entrypoint` takes, and the command it execs.
@@ -204,7 +205,8 @@ pub struct Options {
     #[arg(long, global = true)]
     pub dry_run: bool,
 
-    /// Exit 10 instead of 0 when a run applied an update (for `check`: when one is pending)
+    /// Exit 10 instead of 0 when a run applied an update (for `check` and `status`: when one is
+    /// pending)
     /// [config: detailed_exitcode]
     #[arg(long, global = true)]
     pub detailed_exitcode: bool,

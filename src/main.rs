@@ -53,7 +53,7 @@ fn main() {
             std::process::exit(report::finish(&outcome, &Err(err), style));
         }
     };
-    // The first SIGINT/SIGTERM/SIGHUP only sets a flag that the fetch, the splay and `watch`'s
+    // The first SIGINT/SIGTERM/SIGHUP/SIGQUIT only sets a flag that the fetch, the splay and `watch`'s
     // sleep poll; a second one ends the process. The worktree update itself is never
     // interrupted half-way.
     // SAFETY: called once, before any other thread exists.

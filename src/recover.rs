@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use gix::bstr::ByteSlice;
@@ -20,9 +20,6 @@ use crate::journal::{self, Journal, Phase};
 use crate::plan::{self, Plan};
 use crate::select::Services;
 use crate::{apply, guard, run};
-
-/// A ref lock older than this cannot belong to a live process: they are held for milliseconds.
-const REF_LOCK_AGE: Duration = Duration::from_secs(2);
 
 /// Finish the journaled update, if any; on return HEAD is where the journal said it would go
 /// (and `checkout.head` says so), or there was nothing to recover.
@@ -190,9 +187,9 @@ pub fn run_marker(checkout: &Checkout) -> anyhow::Result<RunMarker> {
 /// If a marker is left over, its run was killed: remove the locks of the refs a run moves
 /// (`packed-refs`, the tracking ref, HEAD, the branch, the deployed and rejected refs) that are
 /// not older than the marker, i.e. that the killed run took. The caller holds pullstart's own
-/// lock, so no other run is moving them; a lock older than the marker is someone else's, and a
-/// lock younger than [`REF_LOCK_AGE`] may be a live git's: both are kept. `index.lock` is the
-/// journal's business (see `recover`).
+/// lock, so no other run is moving them; a lock older than the marker is someone else's and is
+/// kept. (No minimum age: the run after a kill may start at once. The marker only exists after a
+/// kill, as it is removed however a run ends.) `index.lock` is the journal's business (see `recover`).
 pub fn clear_interrupted_run(
     checkout: &Checkout,
     tracking: &gix::refs::FullName,
@@ -211,15 +208,8 @@ pub fn clear_interrupted_run(
         reference(crate::record::DEPLOYED_REF),
         reference(crate::record::REJECTED_REF),
     ];
-    let now = SystemTime::now();
     for lock in locks {
-        let Some(time) = modified(&lock) else {
-            continue;
-        };
-        let old_enough = now
-            .duration_since(time)
-            .is_ok_and(|age| age >= REF_LOCK_AGE);
-        if time >= marker_time && old_enough {
+        if modified(&lock).is_some_and(|t| t >= marker_time) {
             remove(&lock)?;
         }
     }

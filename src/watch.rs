@@ -3,7 +3,7 @@
 //! A run as cron starts it is [`once`]: splay, run, report, metrics. `watch` is the same in a
 //! loop ([`watch`]), for a sidecar container; the lock is taken by each run, never held while
 //! sleeping. Every sleep is cut into short steps that look at gix's interrupt flag (set by the
-//! first SIGTERM, SIGINT or SIGHUP, see `main`), so that a signal ends a sleep within
+//! first SIGTERM, SIGINT, SIGHUP or SIGQUIT, see `main`), so that a signal ends a sleep within
 //! [`POLL`], and a signal during a run ends the loop once that run has been reported.
 
 use std::hash::{BuildHasher, Hasher};

@@ -17,8 +17,9 @@
 # printed at the end and written to target/bench/report.md, with the raw data beside it.
 #
 # Options:
-#   --quick      fewer runs and no 100,000-file repository (a couple of minutes)
-#   --runs N     N measured runs in every case (defaults: 41 no-change, 15 / 11 update)
+#   --quick      fewer runs and no 100,000-file repository (about 2 minutes)
+#   --runs N     N measured runs in every case (defaults: 41 no-change, 11 update in the
+#                20,000-file repository, 9 in the 100,000-file one)
 #   --profile    afterwards, run pullstart under valgrind's callgrind (debug-symbol build in
 #                $PROFILE_TARGET_DIR, default /tmp/bench-target) for the no-change case and
 #                the 1,000-file update, 1,000-file rename (20k) and 10-file update (100k), and
