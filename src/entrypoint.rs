@@ -8,7 +8,8 @@
 //!   and the timeout; over ssh the user's ssh command made non-interactive and bounded, with
 //!   `--ssh-key` added. A failure is named in the same words as a run's (wrong credentials,
 //!   untrusted certificate, unknown host key, refused connection...). A failed clone leaves DIR
-//!   empty again and exits 3 (2 when a token file or ssh key cannot be used, as for a run); CMD
+//!   empty again and exits 3 (a clone cut short leaves its [`cloning_marker`], and the next start
+//!   empties DIR and clones again) (2 when a token file or ssh key cannot be used, as for a run); CMD
 //!   does not start (there is nothing to start it on).
 //! - DIR holds a checkout: the same run as `pullstart run` ([`run::execute`]), with
 //!   `Settings::entrypoint` set: fetch, guard, fast-forward, record the deployed commit, but no
@@ -51,6 +52,8 @@ const CLONE_GRACE: Duration = Duration::from_secs(5);
 enum Dir {
     /// Missing, or a directory with no entries.
     Empty,
+    /// Holds what a clone cut short left: the [`cloning_marker`] is still there.
+    InterruptedClone,
     /// Holds `.git`.
     Checkout,
     /// Something else.
@@ -77,13 +80,21 @@ pub fn entrypoint(settings: &Settings, style: Style) -> i32 {
                 style,
             )
         }
-        Ok(Dir::Empty) => match clone(settings, &entry.url, dir) {
-            Ok(cloned) => report_clone(&cloned, style),
-            Err(err) => {
-                clear(dir);
-                return error(&err, style);
+        Ok(Dir::InterruptedClone) => {
+            eprintln!(
+                "pullstart: warning: the last clone into `{}` did not finish; cloning again",
+                dir.display()
+            );
+            clear(dir);
+            if let Err(code) = first_clone(settings, &entry.url, dir, style) {
+                return code;
             }
-        },
+        }
+        Ok(Dir::Empty) => {
+            if let Err(code) = first_clone(settings, &entry.url, dir, style) {
+                return code;
+            }
+        }
         Ok(Dir::Checkout) => {
             let mut outcome = Outcome::new(Command::Run);
             let result = run::execute(settings, &mut outcome);
@@ -115,6 +126,21 @@ pub fn entrypoint(settings: &Settings, style: Style) -> i32 {
     exec(&entry.cmd)
 }
 
+/// Clones into the empty `dir` and reports it; on failure, empties `dir` again and returns the
+/// exit code (CMD must not start: there is nothing to start it on).
+fn first_clone(settings: &Settings, url: &str, dir: &Path, style: Style) -> Result<(), i32> {
+    match clone(settings, url, dir) {
+        Ok(cloned) => {
+            report_clone(&cloned, style);
+            Ok(())
+        }
+        Err(err) => {
+            clear(dir);
+            Err(error(&err, style))
+        }
+    }
+}
+
 /// Replaces this process with `cmd`; returns the exit code when that failed.
 fn exec(cmd: &[OsString]) -> i32 {
     let _ = std::io::stdout().flush();
@@ -141,6 +167,8 @@ fn inspect(dir: &Path) -> anyhow::Result<Dir> {
     };
     if entries.next().is_none() {
         Ok(Dir::Empty)
+    } else if cloning_marker(dir).exists() {
+        Ok(Dir::InterruptedClone)
     } else if dir.join(".git").exists() {
         Ok(Dir::Checkout)
     } else {
@@ -301,12 +329,16 @@ fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<Cloned> {
         let configured = Rc::clone(&setup);
         let mut prepare = gix::prepare_clone(url, dir)?
             .configure_connection(move |connection| configure(connection, &options, &configured));
+        let marker = cloning_marker(dir);
+        std::fs::write(&marker, "")
+            .map_err(|err| gix::error::message!("cannot write `{}`: {err}", marker.display()))?;
         if let Some(branch) = &settings.branch {
             prepare = prepare.with_ref_name(Some(branch.as_str()))?;
         }
         let prepare = fetching.insert(prepare);
         let (mut checkout, _) = prepare.fetch_then_checkout(gix::progress::Discard, &interrupt)?;
         let (repo, _) = checkout.main_worktree(gix::progress::Discard, &interrupt)?;
+        crate::failpoint::hit("clone-checked-out");
         if interrupt.load(Ordering::SeqCst) {
             return Err(gix::error::message("interrupted (a signal, or --timeout passed)").into());
         }
@@ -346,6 +378,13 @@ fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<Cloned> {
                 )))
             })?;
     }
+    std::fs::remove_file(cloning_marker(dir)).map_err(|err| {
+        anyhow::Error::new(err).context(failed(format!(
+            "cloned into `{}`, but could not remove `{}`",
+            dir.display(),
+            cloning_marker(dir).display()
+        )))
+    })?;
     Ok(Cloned {
         url: shown,
         dir: dir.to_path_buf(),
@@ -354,8 +393,18 @@ fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<Cloned> {
     })
 }
 
+/// `DIR/.git/pullstart-cloning`: there from just after the clone creates the repository until
+/// the deployed commit is recorded. A clone cut short (SIGKILL, the OOM killer, a power cut, or
+/// the watchdog) leaves it, and the next start clones again instead of starting the app on
+/// half the files.
+fn cloning_marker(dir: &Path) -> std::path::PathBuf {
+    dir.join(".git").join("pullstart-cloning")
+}
+
 /// Sets `interrupt` at the deadline or on a signal; gives the clone [`CLONE_GRACE`] to notice,
-/// then empties `dir` and ends the process with exit 3.
+/// then ends the process with exit 3. It does not empty `dir`: the clone may still be writing
+/// there, and a file it wrote after the clear would make `dir` look like no checkout at all.
+/// The [`cloning_marker`] left in it makes the next start clear it and clone again.
 fn watchdog(
     timeout: Duration,
     interrupt: Arc<AtomicBool>,
@@ -376,7 +425,6 @@ fn watchdog(
                 stop_at = Some(now + CLONE_GRACE);
             }
             if stop_at.is_some_and(|at| now >= at) {
-                clear(&dir);
                 eprintln!(
                     "pullstart: clone of {url} into `{}` failed: timed out or interrupted; nothing was started",
                     dir.display()

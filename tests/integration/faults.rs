@@ -1088,3 +1088,42 @@ fn ref_locks_left_by_a_killed_fetch_are_removed() {
     assert_converges(&t, &tip, 1..=1);
     assert!(!packed.exists() && !tracking.exists() && !marker.exists());
 }
+
+/// The entrypoint's first clone killed after its checkout, before it recorded the deployed
+/// commit (and, as far as the next start can tell, before it wrote every file): the next start
+/// sees the clone marker, clears DIR and clones again, rather than starting the app on what
+/// is there.
+#[test]
+fn an_entrypoint_clone_killed_midway_is_cloned_again() {
+    let t = Fixture::new();
+    let dir = t.root.join("app");
+    let url = format!("file://{}", t.remote.display());
+    let seen = t.root.join("seen");
+    let start = |failpoint: Option<&str>| {
+        let mut cmd = t.pullstart();
+        if let Some(point) = failpoint {
+            cmd.env("PULLSTART_FAILPOINT", point);
+        }
+        let script = format!("cat '{}/app/main.py' > '{}'", dir.display(), seen.display());
+        cmd.current_dir(&t.root)
+            .args(["entrypoint", "--url", &url, "--dir", path_str(&dir), "--"])
+            .args(["sh", "-c", &script])
+            .output()
+            .unwrap()
+    };
+    let killed = start(Some("clone-checked-out"));
+    assert_eq!(killed.status.signal(), Some(SIGABRT), "{killed:?}");
+    assert!(!seen.exists(), "CMD started after a killed clone");
+    // As if the kill had come before this file was written.
+    fs::remove_file(dir.join("app/main.py")).unwrap();
+
+    let next = start(None);
+    assert!(next.status.success(), "{next:?}");
+    let stderr = String::from_utf8_lossy(&next.stderr);
+    assert!(stderr.contains("did not finish; cloning again"), "{stderr}");
+    assert_eq!(fs::read_to_string(&seen).unwrap(), "print('hello')\n");
+    assert_eq!(t.rev_parse(&dir, "HEAD"), t.remote_tip());
+    assert_eq!(t.rev_parse(&dir, "refs/pullstart/deployed"), t.remote_tip());
+    assert_eq!(t.git(&dir, &["status", "--porcelain"]).trim(), "");
+    assert!(!dir.join(".git/pullstart-cloning").exists());
+}
