@@ -6,6 +6,7 @@
 //! checked out, which is silently wrong for the app. Such an update is refused up front.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use gix::attrs::StateRef;
@@ -68,16 +69,41 @@ fn lfs_configured(repo: &gix::Repository) -> bool {
         .any(|key| config.string(*key).is_some_and(|v| !v.trim().is_empty()))
 }
 
-/// The cheap gate: does any `.gitattributes` that can apply to a written path (the new tree's,
-/// in the path's directory or above) or `$GIT_DIR/info/attributes` mention `lfs` at all?
-/// Only then is the full attribute lookup paid for.
+/// The attribute files outside the tree that the full lookup applies too: the system's
+/// (`/etc/gitattributes`, unless `GIT_ATTR_NOSYSTEM`), the user's (`core.attributesFile`, by
+/// default `$XDG_CONFIG_HOME/git/attributes`) and `$GIT_DIR/info/attributes`. (The git
+/// installation's own file is left out: finding it means running git, and on Linux it is the
+/// system's.)
+fn attribute_files_outside_the_tree(repo: &gix::Repository) -> Vec<PathBuf> {
+    use gix::attrs::Source;
+    let mut env = |name: &str| std::env::var_os(name);
+    let user = match repo.config_snapshot().trusted_path("core.attributesFile") {
+        Ok(Some(path)) => Some(path),
+        _ => Source::Git.storage_location(&mut env),
+    };
+    Source::System
+        .storage_location(&mut env)
+        .into_iter()
+        .chain(user)
+        .chain([repo.common_dir().join("info").join("attributes")])
+        .collect()
+}
+
+/// The cheap gate: does any attribute file that can apply to a written path (the new tree's
+/// `.gitattributes` in the path's directory or above, or one of
+/// [`attribute_files_outside_the_tree`]) mention `lfs` at all? Only then is the full attribute
+/// lookup paid for.
 fn attributes_mention_lfs(
     repo: &gix::Repository,
     written: &[&BStr],
     new_tree: ObjectId,
 ) -> anyhow::Result<bool> {
-    let info = repo.common_dir().join("info").join("attributes");
-    if std::fs::read(&info).is_ok_and(|data| data.find(b"lfs").is_some()) {
+    let mentions_lfs =
+        |path: &Path| std::fs::read(path).is_ok_and(|data| data.find(b"lfs").is_some());
+    if attribute_files_outside_the_tree(repo)
+        .iter()
+        .any(|path| mentions_lfs(path))
+    {
         return Ok(true);
     }
     let tree = repo

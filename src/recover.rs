@@ -129,7 +129,9 @@ pub fn index_lock_path(repo: &gix::Repository) -> PathBuf {
 }
 
 /// Who a lock file is: its inode and, where the file system records it, its birth time (an
-/// inode alone is reused as soon as a file is removed), folded into one number.
+/// inode alone is reused as soon as a file is removed), folded into one number. Without a
+/// birth time it is the inode alone, so a git that took `index.lock` after the kill and got
+/// the same inode would be taken for the killed run; ext4, xfs, btrfs and tmpfs record it.
 pub fn lock_identity(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     let metadata = std::fs::symlink_metadata(path).ok()?;

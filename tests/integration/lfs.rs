@@ -52,6 +52,23 @@ fn refuses_lfs_files_when_git_lfs_is_not_set_up() {
     assert_eq!(t.co_read("app/main.py"), "print('hello')\n");
 }
 
+/// `filter=lfs` from the user's attributes file (`core.attributesFile`), not from the tree.
+#[test]
+fn refuses_lfs_files_named_by_core_attributes_file() {
+    let t = Fixture::new();
+    let attributes = t.root.join("user-attributes");
+    std::fs::write(&attributes, ATTRIBUTES).unwrap();
+    t.git(
+        &t.checkout,
+        &["config", "core.attributesFile", path_str(&attributes)],
+    );
+    t.dev_write("model.bin", pointer(12));
+    t.dev_commit("add a model through LFS");
+    t.push();
+    refused_naming(&t, "run", &["`model.bin`"]);
+    assert!(!t.co("model.bin").exists());
+}
+
 #[test]
 fn refuses_lfs_files_under_a_nested_gitattributes() {
     let t = Fixture::new();
