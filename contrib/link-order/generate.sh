@@ -5,7 +5,7 @@
 # Why (issue 7): Linux maps a program's code in 64 KiB windows around each page it faults in.
 # When the ~2,000 functions a run executes are spread over 5.6 MB of code, almost all of it ends
 # up resident; packed together they take ~1.4 MB. Measured with contrib/bench: peak RSS of a
-# no-change run 7.8 -> 5.2 MiB, of a 1-file update 11.6 -> 9.0 MiB.
+# no-change run 7.8 -> 5.2 MiB, of a 1-file update 11.6 -> 9.2 MiB.
 #
 # How: builds the release binary, makes a small compose project with the git CLI (a bare remote,
 # a checkout, pushes from another clone), and runs pullstart under valgrind's callgrind for the
