@@ -52,6 +52,12 @@ fn in_own_group(expression: duct::Expression) -> duct::Expression {
     use std::os::unix::process::CommandExt;
     expression.before_spawn(|command| {
         command.process_group(0);
+        // A shell keeps `PWD` equal to the working directory, and compose resolves `${PWD}` in
+        // compose files from it: a child started in the checkout must not see the caller's.
+        if let Some(dir) = command.get_current_dir() {
+            let dir = std::path::absolute(dir)?;
+            command.env("PWD", dir);
+        }
         Ok(())
     })
 }

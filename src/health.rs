@@ -52,7 +52,9 @@ pub fn wait(
         let current_ids = match &ids {
             Some(ids) => ids.clone(),
             None => {
-                let found = container_ids(prefix, workdir, services, call_timeout)?;
+                let Some(found) = container_ids(prefix, workdir, services, call_timeout)? else {
+                    return Ok(());
+                };
                 ids = Some(found.clone());
                 found
             }
@@ -485,13 +487,42 @@ impl Container {
     }
 }
 
+/// The services of the project that have a container, running or stopped, from
+/// `<compose> ps -a --services`; `None` when that cannot tell (the call fails, or prints
+/// nothing at all, as a stand-in or a project with no container does): then nothing is left
+/// out. Compose v1 lists every declared service there, which also leaves nothing out.
+pub fn services_with_containers(
+    prefix: &[String],
+    workdir: &Path,
+    timeout: Duration,
+) -> Option<std::collections::BTreeSet<String>> {
+    let mut words = prefix.to_vec();
+    words.extend(["ps".into(), "-a".into(), "--services".into()]);
+    let output = run_words(&words, Some(workdir), false, timeout).ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    // Compose prints one service name a line; anything else (a stand-in echoing its command
+    // line, a wrapper's chatter) says nothing about containers.
+    if lines.is_empty() || lines.iter().any(|l| l.contains(char::is_whitespace)) {
+        return None;
+    }
+    Some(lines.into_iter().map(str::to_string).collect())
+}
+
 /// Container ids of `services` (all when empty), running or not.
 fn container_ids(
     prefix: &[String],
     workdir: &Path,
     services: &[String],
     timeout: Duration,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Option<Vec<String>>> {
     let mut words = prefix.to_vec();
     words.extend(["ps".into(), "-a".into(), "-q".into()]);
     words.extend(services.iter().cloned());
@@ -502,7 +533,23 @@ fn container_ids(
     let text = String::from_utf8_lossy(&output.stdout);
     let mut ids: Vec<String> = text.split_whitespace().map(str::to_string).collect();
     ids.dedup();
-    Ok(ids)
+    if let Some(odd) = ids.iter().find(|id| !is_container_id(id)) {
+        // A wrapper or stand-in that does not list containers as Compose does: its output is no
+        // proof that anything failed, and `docker inspect` cannot see what it did.
+        eprintln!(
+            "pullstart: warning: health wait skipped: `{}` printed `{}`, not container ids; \
+             set --health-timeout 0 for a compose command that cannot list its containers",
+            crate::redact::redact(&shell_words::join(&words)),
+            crate::redact::redact(&strip_escapes(odd)),
+        );
+        return Ok(None);
+    }
+    Ok(Some(ids))
+}
+
+/// Compose and Docker print container ids as 12 or 64 lowercase hex digits.
+fn is_container_id(word: &str) -> bool {
+    (12..=64).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `docker inspect` of `ids`; containers that no longer exist are left out.

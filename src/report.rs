@@ -48,6 +48,9 @@ pub struct Outcome {
     pub changes: Vec<Change>,
     pub changed_paths: Vec<BString>,
     pub services: Services,
+    /// Services the plan named for `restart` that had no container: restart cannot create
+    /// one, so they were left alone.
+    pub left_alone: Vec<String>,
     /// The restart repeats one that failed in an earlier run (HEAD did not move).
     pub retried_restart: bool,
     pub success: Success,
@@ -69,6 +72,7 @@ impl Outcome {
             changes: Vec::new(),
             changed_paths: Vec::new(),
             services: Services::nothing("no file changed"),
+            left_alone: Vec::new(),
             retried_restart: false,
             success: Success::UpToDate,
             status_lines: Vec::new(),
@@ -205,7 +209,10 @@ pub fn service_lines(services: &Services) -> Vec<String> {
 /// `updated main 1a2b3c4..5d6e7f8 (12 files); restarted: web worker`
 fn summary(outcome: &Outcome) -> String {
     let branch = outcome.branch.as_deref().unwrap_or("?");
-    let services = services_label(&outcome.services);
+    let mut services = services_label(&outcome.services);
+    for name in &outcome.left_alone {
+        services.push_str(&format!("; {name}: no container, left alone"));
+    }
     if outcome.retried_restart {
         return format!(
             "restarted {branch} {} after an earlier failed restart ({} since {}); {services}",
@@ -276,6 +283,9 @@ struct JsonReport<'a> {
     deployed: Option<String>,
     changed_paths: Vec<String>,
     services: Vec<String>,
+    /// Services named for `restart` that had no container, and so were left alone.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    left_alone: &'a [String],
     /// Per service: the action, the paths that caused it and why.
     actions: Vec<JsonAction>,
     duration_ms: u128,
@@ -290,6 +300,19 @@ struct JsonAction {
     action: &'static str,
     paths: Vec<String>,
     reason: String,
+}
+
+/// Whether `services` may name anything: a run that stopped before acting (usage, fetch,
+/// refusal, lock) restarted nothing; what it would have done stays in `actions`.
+fn acts_on_services(code: ExitCode) -> bool {
+    !matches!(
+        code,
+        ExitCode::Usage
+            | ExitCode::FetchFailed
+            | ExitCode::RefusedLocalChanges
+            | ExitCode::RefusedNotFastForward
+            | ExitCode::Locked
+    )
 }
 
 fn print_json(outcome: &Outcome, result: &anyhow::Result<()>, code: ExitCode) {
@@ -309,7 +332,12 @@ fn print_json(outcome: &Outcome, result: &anyhow::Result<()>, code: ExitCode) {
             .iter()
             .map(|p| p.to_str_lossy().into_owned())
             .collect(),
-        services: outcome.services.names(),
+        services: if acts_on_services(code) {
+            outcome.services.names()
+        } else {
+            Vec::new()
+        },
+        left_alone: &outcome.left_alone,
         actions: outcome
             .services
             .actions()

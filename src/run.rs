@@ -76,7 +76,11 @@ fn pipeline(
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
     let deployed = deployed_or_head(settings, checkout)?;
-    outcome.deployed = deployed;
+    // Output shows the ref as it stands: `check` only assumes HEAD where the ref is missing.
+    outcome.deployed = match settings.command {
+        Command::Run => deployed,
+        _ => record::deployed(&checkout.repo)?,
+    };
     outcome.deployed_before = deployed;
 
     let previous_tip = read_ref(&checkout.repo, tracking.as_bstr())?;
@@ -204,9 +208,9 @@ fn update_and_act(
         )?;
     }
     failpoint::hit("before-restart");
-    run_commands(settings, checkout, &plan.services)?;
+    let acted = act(settings, checkout, &plan.services, outcome)?;
     failpoint::hit("after-restart");
-    if let Err(unhealthy) = wait_healthy(settings, checkout, &plan.services) {
+    if let Err(unhealthy) = wait_healthy(settings, checkout, &acted) {
         if settings.rollback && plan.moves_head() && plan.deployed.is_some() {
             return roll_back(settings, checkout, plan, outcome, unhealthy);
         }
@@ -352,6 +356,90 @@ fn refuse_rejected_tip(checkout: &Checkout, tip: ObjectId, remote_ref: &str) -> 
             record::REJECTED_REF
         ),
     )
+}
+
+/// Run the compose commands. When the restart fails and some of its services turn out to have
+/// no container, restart again without those: `docker compose restart` refuses the whole call
+/// for one such service before touching any. Asking only after a failure keeps the usual run
+/// at one compose call. Returns the services acted on.
+fn act(
+    settings: &Settings,
+    checkout: &Checkout,
+    services: &Services,
+    outcome: &mut Outcome,
+) -> anyhow::Result<Services> {
+    let is_restart = |action: Action| action == Action::Restart;
+    run_commands(settings, checkout, &filtered(services, |a| !is_restart(a)))?;
+    let Err(failed) = run_commands(settings, checkout, &filtered(services, is_restart)) else {
+        return Ok(services.clone());
+    };
+    let acted = without_missing_containers(settings, checkout, services, outcome);
+    if outcome.left_alone.is_empty() {
+        return Err(failed);
+    }
+    step(
+        settings,
+        format_args!(
+            "restart failed; again without the services that have no container ({})",
+            outcome.left_alone.join(" ")
+        ),
+    );
+    run_commands(settings, checkout, &filtered(&acted, is_restart))?;
+    Ok(acted)
+}
+
+/// The named services of `services` whose action passes `keep` (`All` counts as a restart).
+fn filtered(services: &Services, keep: impl Fn(Action) -> bool) -> Services {
+    match services {
+        Services::Named(actions) => {
+            let kept: Vec<ServiceAction> =
+                actions.iter().filter(|a| keep(a.action)).cloned().collect();
+            if kept.is_empty() {
+                Services::nothing("no service with that action")
+            } else {
+                Services::Named(kept)
+            }
+        }
+        Services::All { .. } if keep(Action::Restart) => services.clone(),
+        _ => Services::nothing("no service with that action"),
+    }
+}
+
+/// `services` less those to restart that have no container (never started, `compose rm`,
+/// scaled to 0): `docker compose restart` cannot create one and fails as a whole when asked
+/// to, so they are left alone and the outcome says so. Recreate and rebuild run `up`, which
+/// creates the container, as `docker compose up` would for a service the update adds.
+fn without_missing_containers(
+    settings: &Settings,
+    checkout: &Checkout,
+    services: &Services,
+    outcome: &mut Outcome,
+) -> Services {
+    let Services::Named(actions) = services else {
+        return services.clone();
+    };
+    if !actions.iter().any(|a| a.action == Action::Restart) {
+        return services.clone();
+    }
+    let Some(existing) = health::services_with_containers(
+        &restart::prefix(settings),
+        &checkout.workdir,
+        checkout.deadline.min(settings.restart_timeout),
+    ) else {
+        return services.clone();
+    };
+    let (kept, left): (Vec<_>, Vec<_>) = actions
+        .iter()
+        .cloned()
+        .partition(|a| a.action != Action::Restart || existing.contains(&a.name));
+    outcome.left_alone = left.into_iter().map(|a| a.name).collect();
+    let acted = if kept.is_empty() {
+        Services::nothing("no container to restart")
+    } else {
+        Services::Named(kept)
+    };
+    outcome.services = acted.clone();
+    acted
 }
 
 /// Run the compose commands for the services (rebuild, recreate, restart).

@@ -609,9 +609,12 @@ struct RawConfig {
     project_name: Option<String>,
     /// A list of names (like `--services`) or a mapping of names to path rules.
     services: Option<RawServices>,
+    #[serde(default, deserialize_with = "duration_text")]
     restart_timeout: Option<String>,
     rebuild_policy: Option<RebuildPolicy>,
+    #[serde(default, deserialize_with = "duration_text")]
     health_timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
     health_settle: Option<String>,
     rollback: Option<bool>,
     detailed_exitcode: Option<bool>,
@@ -621,12 +624,29 @@ struct RawConfig {
     ignore: Option<Vec<String>>,
     dependency_files: Option<Vec<String>>,
     hooks: Option<RawHooks>,
+    #[serde(default, deserialize_with = "duration_text")]
     timeout: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
     splay: Option<String>,
     metrics_file: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
     token_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "duration_text")]
     every: Option<String>,
+}
+
+/// A duration key's value: a string, or a bare integer (seconds) as YAML reads `timeout: 5`.
+fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde_yaml::Value;
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(Value::Number(number)) if number.is_u64() => Ok(Some(number.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a duration like `90s` or a number of seconds, found {}",
+            yaml_kind(&other)
+        ))),
+    }
 }
 
 /// The config's `services`, in either form.
@@ -1624,7 +1644,16 @@ fn check_metrics_file(path: PathBuf) -> Result<PathBuf, String> {
 /// timeout and settle time); [`parse_timeout`] refuses it.
 fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
     let shown = printable(text);
-    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+    let text = text.trim();
+    // A bare number is seconds, as systemd, coreutils `timeout`, ssh and curl read it.
+    let with_unit;
+    let text = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        with_unit = format!("{text}s");
+        with_unit.as_str()
+    } else {
+        text
+    };
+    let duration = humantime::parse_duration(text).map_err(|e| {
         format!("`{shown}` is not a duration ({e}); write one like `90s`, `5m` or `1h`")
     })?;
     if duration > MAX_DURATION {

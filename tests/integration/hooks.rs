@@ -197,6 +197,8 @@ fn on_failure_runs_after_a_failed_restart_with_exit_code_6_and_the_error() {
         vec![
             "HOOK before".to_string(),
             RESTART_DEFAULT.to_string(),
+            // After a failed restart pullstart asks which services have a container.
+            "ps -a --services".to_string(),
             "HOOK on_failure".to_string(),
         ]
     );

@@ -14,6 +14,7 @@ mod entrypoint;
 mod exit_codes;
 mod fast_forward;
 mod faults;
+mod first_day;
 mod hooks;
 mod hostile;
 mod lfs;

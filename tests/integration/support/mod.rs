@@ -180,6 +180,7 @@ impl Fixture {
         //   checkout (tracked, so it changes with the update, as compose's view of the project
         //   does) is printed instead, `{CO}` replaced by the checkout's path, and with `validate`
         //   an acting call naming a service that file lacks fails like compose does;
+        // - `restart` naming a service listed in `absent` fails with `no such service`;
         // - `ps`: `ps.stdout` is printed with exit 0 when present;
         // - anything else (and the above without their file) prints `other.stdout` and exits
         //   with `other.exit`, default 1: "the compose project cannot be read".
@@ -211,6 +212,11 @@ case "$sub" in
           esac
         fi
         [ "$a" = "$sub" ] && after=1
+      done
+    fi
+    if [ "$sub" = restart ] && [ -f '{d}/absent' ]; then
+      for a in "$@"; do
+        grep -qx -- "$a" '{d}/absent' && {{ echo "no such service: $a" >&2; exit 1; }}
       done
     fi
     [ -f '{d}/sleep' ] && sleep "$(cat '{d}/sleep')"
@@ -281,6 +287,13 @@ exit 1
     pub fn compose_config_raw(&self, yaml: &str) {
         let text = yaml.replace("{CO}", path_str(&self.checkout));
         fs::write(self.stub_dir.join("config-raw.stdout"), text).unwrap();
+    }
+
+    /// Makes the stub's `restart` fail as compose's does (`no such service: NAME`, exit 1) when
+    /// it names one of `services`: services that have no container.
+    pub fn compose_absent(&self, services: &[&str]) {
+        let lines: String = services.iter().map(|s| format!("{s}\n")).collect();
+        fs::write(self.stub_dir.join("absent"), lines).unwrap();
     }
 
     /// Makes the stub answer `ps` (e.g. `ps -a -q`) with `text` and exit 0.
