@@ -1404,3 +1404,66 @@ fn hooks_run_from_a_host_config_and_are_refused_from_the_checkout() {
         t.assert_untouched(&bot0, "bot");
     }
 }
+
+/// Services that share a bind mount, as a project whose operator never started one of them
+/// (an admin or one-off service, here removed with `compose rm`) and stopped another. A push
+/// restarts the running one and the stopped one (as `docker compose restart` does), leaves the
+/// one without a container alone, and succeeds; the next run is quiet.
+#[test]
+fn a_service_without_a_container_is_left_alone_and_a_stopped_one_restarts() {
+    const TEST: &str = "a_service_without_a_container_is_left_alone_and_a_stopped_one_restarts";
+    require_docker!(TEST);
+    let mounted = |name: &str| {
+        svc(
+            name,
+            &format!("    volumes:\n      - ./app:/app\n{}", sh("cat /app/msg.txt")),
+        )
+    };
+    let files = vec![
+        (
+            "docker-compose.yml",
+            format!(
+                "services:\n{}{}{}",
+                mounted("web"),
+                mounted("worker"),
+                mounted("tools")
+            ),
+        ),
+        ("app/msg.txt", "v1\n".to_string()),
+    ];
+    let t = Fixture::new(
+        TEST,
+        "noctr",
+        &files,
+        &[("web", "v1"), ("worker", "v1"), ("tools", "v1")],
+    );
+    must(
+        &mut t.compose_cmd(&["rm", "-s", "-f", "tools"]),
+        Duration::from_secs(60),
+    );
+    must(
+        &mut t.compose_cmd(&["stop", "-t", "0", "worker"]),
+        Duration::from_secs(60),
+    );
+    let (web0, worker0) = (t.container("web"), t.container("worker"));
+    assert!(!worker0.running, "{TEST}: worker should be stopped");
+
+    let tip = t.push(&[("app/msg.txt", "v2\n")], "v2");
+    let ran = t.pullstart("run", &[]);
+    let summary = t.assert_updated(&ran, &tip);
+    assert_eq!(acted(&summary, "restarted"), ["web", "worker"], "{summary}");
+    assert!(
+        summary.ends_with("; tools: no container, left alone"),
+        "{TEST}: {summary}"
+    );
+    t.assert_restarted(&web0, "web", "v2");
+    t.assert_restarted(&worker0, "worker", "v2");
+    assert!(
+        t.container_ids("tools").is_empty(),
+        "{TEST}: tools must not get a container"
+    );
+
+    let ran = t.pullstart("run", &[]);
+    t.assert_exit(&ran, 0);
+    assert_eq!(ran.stdout, "", "{TEST}: the next run is quiet\n{}", ran.show());
+}
