@@ -153,7 +153,7 @@ pub struct Options {
     #[arg(long, value_name = "A,B", value_delimiter = ',', global = true)]
     pub services: Option<Vec<String>>,
 
-    /// The time limit for the compose command, e.g. `90s`, `2m` [default: 5m]
+    /// The time limit for the compose command, e.g. `90s`, `2m`, `90` (seconds) [default: 5m]
     /// [config: restart_timeout]
     #[arg(long, value_name = "DURATION", global = true)]
     pub restart_timeout: Option<String>,

@@ -156,7 +156,10 @@ pub fn parse(
     let doc: Value = serde_yaml::from_str(yaml).context("compose config output is not YAML")?;
     let root = Root::new(workdir);
     let services = match doc.get("services") {
-        None | Some(Value::Null) => Vec::new(),
+        // Compose always prints `services:`; empty or other output (a stand-in, a wrapper's
+        // chatter) is no project, so that a run restarts all services rather than none.
+        None => bail!("compose config printed no `services`"),
+        Some(Value::Null) => Vec::new(),
         Some(Value::Mapping(services)) => {
             let mut out = Vec::new();
             for (name, def) in services {
@@ -1135,8 +1138,11 @@ configs:
     #[test]
     fn empty_and_bad_output() {
         let f = fixture();
+        // Output without `services:` is no compose project (a stand-in echoing its command).
+        assert!(parse("name: x\n", &f.checkout, vec![]).is_err());
+        assert!(parse("", &f.checkout, vec![]).is_err());
         assert_eq!(
-            parse("name: x\n", &f.checkout, vec![]).unwrap().services,
+            parse("services:\n", &f.checkout, vec![]).unwrap().services,
             vec![]
         );
         assert!(parse("services: [1]\n", &f.checkout, vec![]).is_err());

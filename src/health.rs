@@ -488,16 +488,36 @@ impl Container {
 }
 
 /// The services of the project that have a container, running or stopped, from
-/// `<compose> ps -a --services`; `None` when that cannot tell (the call fails, or prints
-/// nothing at all, as a stand-in or a project with no container does): then nothing is left
-/// out. Compose v1 lists every declared service there, which also leaves nothing out.
+/// `<compose> ps -a --services`; `None` when that cannot tell. Compose v1 lists every declared
+/// service there, which leaves nothing out.
 pub fn services_with_containers(
     prefix: &[String],
     workdir: &Path,
     timeout: Duration,
 ) -> Option<std::collections::BTreeSet<String>> {
+    service_list(prefix, workdir, &["ps", "-a", "--services"], timeout)
+}
+
+/// The services the project declares, from `<compose> config --services`; `None` when that
+/// cannot tell.
+pub fn declared_services(
+    prefix: &[String],
+    workdir: &Path,
+    timeout: Duration,
+) -> Option<std::collections::BTreeSet<String>> {
+    service_list(prefix, workdir, &["config", "--services"], timeout)
+}
+
+/// The service names `<compose> ARGS` prints, one a line; `None` when the call fails or prints
+/// nothing or anything else (a stand-in echoing its command line, a wrapper's chatter).
+fn service_list(
+    prefix: &[String],
+    workdir: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> Option<std::collections::BTreeSet<String>> {
     let mut words = prefix.to_vec();
-    words.extend(["ps".into(), "-a".into(), "--services".into()]);
+    words.extend(args.iter().map(|a| a.to_string()));
     let output = run_words(&words, Some(workdir), false, timeout).ok()?;
     if !output.status.success() {
         return None;
@@ -508,8 +528,6 @@ pub fn services_with_containers(
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    // Compose prints one service name a line; anything else (a stand-in echoing its command
-    // line, a wrapper's chatter) says nothing about containers.
     if lines.is_empty() || lines.iter().any(|l| l.contains(char::is_whitespace)) {
         return None;
     }

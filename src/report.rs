@@ -283,6 +283,10 @@ struct JsonReport<'a> {
     deployed: Option<String>,
     changed_paths: Vec<String>,
     services: Vec<String>,
+    /// Whether the action is `restart` of the whole project (the project could not be read);
+    /// `actions` then holds one entry for `*` with the reason.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    all_services: bool,
     /// Services named for `restart` that had no container, and so were left alone.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     left_alone: &'a [String],
@@ -315,6 +319,34 @@ fn acts_on_services(code: ExitCode) -> bool {
     )
 }
 
+fn json_actions(outcome: &Outcome) -> Vec<JsonAction> {
+    let paths = |paths: &[BString]| {
+        paths
+            .iter()
+            .map(|p| p.to_str_lossy().into_owned())
+            .collect()
+    };
+    if let Services::All { why } = &outcome.services {
+        return vec![JsonAction {
+            service: "*".into(),
+            action: Action::Restart.verb(),
+            paths: paths(&outcome.changed_paths),
+            reason: why.clone(),
+        }];
+    }
+    outcome
+        .services
+        .actions()
+        .iter()
+        .map(|a| JsonAction {
+            service: a.name.clone(),
+            action: a.action.verb(),
+            paths: paths(&a.paths),
+            reason: a.reason.clone(),
+        })
+        .collect()
+}
+
 fn print_json(outcome: &Outcome, result: &anyhow::Result<()>, code: ExitCode) {
     let hex = |id: Option<ObjectId>| id.map(|id| id.to_string());
     let report = JsonReport {
@@ -337,22 +369,9 @@ fn print_json(outcome: &Outcome, result: &anyhow::Result<()>, code: ExitCode) {
         } else {
             Vec::new()
         },
+        all_services: matches!(outcome.services, Services::All { .. }),
         left_alone: &outcome.left_alone,
-        actions: outcome
-            .services
-            .actions()
-            .iter()
-            .map(|a| JsonAction {
-                service: a.name.clone(),
-                action: a.action.verb(),
-                paths: a
-                    .paths
-                    .iter()
-                    .map(|p| p.to_str_lossy().into_owned())
-                    .collect(),
-                reason: a.reason.clone(),
-            })
-            .collect(),
+        actions: json_actions(outcome),
         duration_ms: outcome.started.elapsed().as_millis(),
         error: result
             .as_ref()

@@ -421,17 +421,23 @@ fn without_missing_containers(
     if !actions.iter().any(|a| a.action == Action::Restart) {
         return services.clone();
     }
-    let Some(existing) = health::services_with_containers(
-        &restart::prefix(settings),
-        &checkout.workdir,
-        checkout.deadline.min(settings.restart_timeout),
-    ) else {
+    let prefix = restart::prefix(settings);
+    let timeout = checkout.deadline.min(settings.restart_timeout);
+    let Some(existing) = health::services_with_containers(&prefix, &checkout.workdir, timeout)
+    else {
         return services.clone();
     };
-    let (kept, left): (Vec<_>, Vec<_>) = actions
-        .iter()
-        .cloned()
-        .partition(|a| a.action != Action::Restart || existing.contains(&a.name));
+    // A name the project does not declare (a typo in `--services`) is an error to report, not
+    // a service to leave alone.
+    let Some(declared) = health::declared_services(&prefix, &checkout.workdir, timeout) else {
+        return services.clone();
+    };
+    let (kept, left): (Vec<_>, Vec<_>) = actions.iter().cloned().partition(|a| {
+        a.action != Action::Restart || existing.contains(&a.name) || !declared.contains(&a.name)
+    });
+    if left.is_empty() {
+        return services.clone();
+    }
     outcome.left_alone = left.into_iter().map(|a| a.name).collect();
     let acted = if kept.is_empty() {
         Services::nothing("no container to restart")

@@ -637,16 +637,29 @@ struct RawConfig {
 
 /// A duration key's value: a string, or a bare integer (seconds) as YAML reads `timeout: 5`.
 fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    use serde_yaml::Value;
-    match Option::<Value>::deserialize(d)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text)),
-        Some(Value::Number(number)) if number.is_u64() => Ok(Some(number.to_string())),
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "expected a duration like `90s` or a number of seconds, found {}",
-            yaml_kind(&other)
-        ))),
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration like `90s` or a number of seconds")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Some(text.to_string()))
+        }
+        fn visit_u64<E: serde::de::Error>(self, seconds: u64) -> Result<Self::Value, E> {
+            Ok(Some(seconds.to_string()))
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Text)
+        }
     }
+    d.deserialize_option(Text)
 }
 
 /// The config's `services`, in either form.
@@ -1775,6 +1788,15 @@ mod tests {
         assert_eq!(s.splay, Duration::from_secs(30));
         assert_eq!(s.metrics_file, Some(PathBuf::from("m/pullstart.prom")));
         assert_eq!(resolve(&["--splay", "0"]).splay, Duration::ZERO);
+        // A bare number is seconds, as systemd and coreutils `timeout` read it.
+        assert_eq!(
+            resolve(&["--timeout", "90"]).timeout,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            resolve(&["--health-timeout", "60"]).health_timeout,
+            Duration::from_secs(60)
+        );
         assert_eq!(
             resolve(&["check", "--timeout=1h 30m"]).timeout,
             Duration::from_secs(5400)
@@ -1792,7 +1814,7 @@ mod tests {
                 &["--timeout", "2days"],
                 "--timeout: the timeout `2days` is more than a day",
             ),
-            (&["--timeout", "90"], "is not a duration"),
+            (&["--timeout", "90 apples"], "is not a duration"),
             (&["--splay", "x"], "--splay: `x` is not a duration"),
             (
                 &["--splay", "25h"],
@@ -2048,7 +2070,7 @@ mod tests {
             Duration::from_secs(5400)
         );
         for (value, expected) in [
-            ("90", "is not a duration"),
+            ("90x", "is not a duration"),
             ("soon", "is not a duration"),
             ("", "is not a duration"),
             ("0s", "is zero"),
@@ -2448,8 +2470,8 @@ mod tests {
                 "line 1: `services`: the list of services is empty",
             ),
             (
-                "restart_timeout: 90\n",
-                "line 1: `restart_timeout`: `90` is not a duration",
+                "restart_timeout: 90x\n",
+                "line 1: `restart_timeout`: `90x` is not a duration",
             ),
             ("restart_timeout: 0s\n", "is zero"),
             ("repo: ''\n", "line 1: `repo`: the path is empty"),
@@ -2792,6 +2814,10 @@ mod tests {
             (s.health_timeout, s.health_settle),
             (Duration::ZERO, Duration::ZERO)
         );
+        // A YAML integer is seconds.
+        let s = config("health_timeout: 60\nrestart_timeout: 90\n").resolve(&[]);
+        assert_eq!(s.health_timeout, Duration::from_secs(60));
+        assert_eq!(s.restart_timeout, Duration::from_secs(90));
         let s = config("health_timeout: 2m\nhealth_settle: 500ms\n").resolve(&[]);
         assert_eq!(s.health_timeout, Duration::from_secs(120));
         assert_eq!(s.health_settle, Duration::from_millis(500));
@@ -2801,11 +2827,6 @@ mod tests {
                 "--health-timeout",
                 "soon",
                 "--health-timeout: `soon` is not a duration",
-            ),
-            (
-                "--health-timeout",
-                "60",
-                "--health-timeout: `60` is not a duration",
             ),
             (
                 "--health-timeout",
@@ -2828,8 +2849,8 @@ mod tests {
         }
         for (text, expected) in [
             (
-                "repo: .\nhealth_timeout: 60\n",
-                "line 2: `health_timeout`: `60` is not a duration",
+                "repo: .\nhealth_timeout: 60 apples\n",
+                "line 2: `health_timeout`: `60 apples` is not a duration",
             ),
             (
                 "health_settle: 2 days\n",

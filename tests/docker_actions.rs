@@ -1416,7 +1416,10 @@ fn a_service_without_a_container_is_left_alone_and_a_stopped_one_restarts() {
     let mounted = |name: &str| {
         svc(
             name,
-            &format!("    volumes:\n      - ./app:/app\n{}", sh("cat /app/msg.txt")),
+            &format!(
+                "    volumes:\n      - ./app:/app\n{}",
+                sh("cat /app/msg.txt")
+            ),
         )
     };
     let files = vec![
@@ -1465,5 +1468,10 @@ fn a_service_without_a_container_is_left_alone_and_a_stopped_one_restarts() {
 
     let ran = t.pullstart("run", &[]);
     t.assert_exit(&ran, 0);
-    assert_eq!(ran.stdout, "", "{TEST}: the next run is quiet\n{}", ran.show());
+    assert_eq!(
+        ran.stdout,
+        "",
+        "{TEST}: the next run is quiet\n{}",
+        ran.show()
+    );
 }

@@ -36,6 +36,7 @@ fn a_service_without_a_container_is_left_alone_and_the_others_restart() {
     let t = Fixture::new();
     t.compose_ps("web\n"); // `ps -a --services`: only web has a container
     t.compose_absent(&["worker"]);
+    t.compose_declared(&["web", "worker"]);
     let tip = t.push_files(&[("app/main.py", "v2\n")]);
     let out = t.run(&["run"]);
     out.code(0);
@@ -61,12 +62,32 @@ fn a_service_without_a_container_is_left_alone_and_the_others_restart() {
     assert_eq!(t.deployed(), Some(tip));
 }
 
+/// A name the project does not declare is a mistake to report (exit 6), not a service to
+/// leave alone.
+#[test]
+fn a_service_the_project_does_not_declare_still_fails_the_restart() {
+    let t = Fixture::new();
+    t.compose_ps("web\n");
+    t.compose_absent(&["nosuch"]);
+    t.compose_declared(&["web", "worker"]);
+    t.push_files(&[("app/main.py", "v2\n")]);
+    let out = t.run(&["run", "--services", "web,nosuch"]);
+    out.code(6);
+    assert!(
+        out.error_line().contains("no such service: nosuch"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(t.action_calls(), vec!["restart web nosuch".to_string()]);
+}
+
 /// When no service has a container, nothing is restarted and the deployed ref still moves.
 #[test]
 fn a_project_without_any_listed_service_restarts_nothing() {
     let t = Fixture::new();
     t.compose_ps("tools\n");
     t.compose_absent(&["web", "worker"]);
+    t.compose_declared(&["tools", "web", "worker"]);
     let tip = t.push_files(&[("app/main.py", "v2\n")]);
     let out = t.run(&["run"]);
     out.code(0);
@@ -162,4 +183,36 @@ fn refusals_report_no_services_in_json() {
     let out = t.run(&["run", "--output", "json"]);
     out.code(5);
     assert_eq!(out.json()["services"], serde_json::json!([]));
+}
+
+/// A compose command whose `config` prints nothing usable cannot tell which services changed:
+/// the run restarts all services (`restart` with no names) and says why, in text and JSON.
+#[test]
+fn an_unreadable_compose_project_restarts_all_services() {
+    for printed in ["", "compose -p demo config\n"] {
+        let t = Fixture::new();
+        t.compose_config(printed);
+        t.push_files(&[("app/main.py", "v2\n")]);
+        let out = t.run_mapped(&["run"]);
+        out.code(0);
+        assert_eq!(t.action_calls(), vec!["restart".to_string()], "{printed:?}");
+        assert!(
+            out.stdout
+                .contains("restarted: all services (the compose project could not be read"),
+            "{printed:?}: {}",
+            out.stdout
+        );
+        // JSON says the same, so that a reader can tell it from "nothing to do".
+        t.push_files(&[("app/main.py", "v3\n")]);
+        let j = t.run_mapped(&["check", "--output", "json"]).json();
+        assert_eq!(j["all_services"], true, "{j}");
+        assert_eq!(j["actions"][0]["service"], "*", "{j}");
+        assert!(
+            j["actions"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("could not be read"),
+            "{j}"
+        );
+    }
 }

@@ -181,6 +181,7 @@ impl Fixture {
         //   does) is printed instead, `{CO}` replaced by the checkout's path, and with `validate`
         //   an acting call naming a service that file lacks fails like compose does;
         // - `restart` naming a service listed in `absent` fails with `no such service`;
+        // - `config --services`: `config-services.stdout` when present;
         // - `ps`: `ps.stdout` is printed with exit 0 when present;
         // - anything else (and the above without their file) prints `other.stdout` and exits
         //   with `other.exit`, default 1: "the compose project cannot be read".
@@ -225,6 +226,9 @@ case "$sub" in
     exit 0
     ;;
   config)
+    case " $* " in *" --services "*)
+      if [ -f '{d}/config-services.stdout' ]; then cat '{d}/config-services.stdout'; exit 0; fi ;;
+    esac
     if [ "$raw" = 1 ] && [ -f '{d}/config-raw.stdout' ]; then cat '{d}/config-raw.stdout'; exit 0; fi
     if [ -f '{d}/config.from' ]; then
       sed "s|{{CO}}|$(pwd -P)|g" "$(pwd -P)/$(cat '{d}/config.from')"
@@ -287,6 +291,12 @@ exit 1
     pub fn compose_config_raw(&self, yaml: &str) {
         let text = yaml.replace("{CO}", path_str(&self.checkout));
         fs::write(self.stub_dir.join("config-raw.stdout"), text).unwrap();
+    }
+
+    /// Makes the stub answer `config --services` with these names, one a line.
+    pub fn compose_declared(&self, services: &[&str]) {
+        let lines: String = services.iter().map(|s| format!("{s}\n")).collect();
+        fs::write(self.stub_dir.join("config-services.stdout"), lines).unwrap();
     }
 
     /// Makes the stub's `restart` fail as compose's does (`no such service: NAME`, exit 1) when
