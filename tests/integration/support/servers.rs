@@ -166,9 +166,23 @@ impl WebServer {
 
     /// Starts it, serving `t.root`: users [`TOKEN_USER`]:[`TOKEN`] and [`USER`]:[`PASSWORD`].
     pub fn start(t: &Fixture) -> WebServer {
+        WebServer::start_with(t, None)
+    }
+
+    /// As [`WebServer::start`], with a self-signed https certificate made the usual way
+    /// (`openssl req -x509`, so `CA:TRUE`) for the host names `alt_names` (openssl's
+    /// `subjectAltName` syntax); [`WebServer::ca`] is then that certificate itself.
+    pub fn start_self_signed(t: &Fixture, alt_names: &str) -> WebServer {
+        WebServer::start_with(t, Some(alt_names))
+    }
+
+    fn start_with(t: &Fixture, self_signed: Option<&str>) -> WebServer {
         let dir = t.root.join("web");
         fs::create_dir_all(dir.join("htdocs")).unwrap();
-        make_certificates(t, &dir);
+        match self_signed {
+            None => make_certificates(t, &dir),
+            Some(alt_names) => make_self_signed_certificate(t, &dir, alt_names),
+        }
         fs::write(
             dir.join("users"),
             format!("{TOKEN_USER}:{TOKEN}\n{USER}:{PASSWORD}\n"),
@@ -238,19 +252,51 @@ $SERVER["socket"] == "127.0.0.1:{https_port}" {{
         format!("{scheme}://127.0.0.1:{port}/{area}/{repo}")
     }
 
-    /// The CA certificate that signed the https certificate (for `http.sslCAInfo`).
+    /// The CA certificate that signed the https certificate, or the self-signed certificate
+    /// itself (for `http.sslCAInfo`).
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 }
 
+/// Runs the openssl CLI in `dir`, asserting success.
+fn openssl(t: &Fixture, dir: &Path, args: &[&str]) {
+    let mut cmd = Command::new("openssl");
+    hermetic(&mut cmd, &t.home);
+    run(cmd.current_dir(dir).args(args));
+}
+
+/// A self-signed certificate for `alt_names` made as self-hosting guides do, `server.pem`,
+/// copied to `ca.pem` as the file an operator names in `http.sslCAInfo`.
+fn make_self_signed_certificate(t: &Fixture, dir: &Path, alt_names: &str) {
+    let alt_names = format!("subjectAltName={alt_names}");
+    openssl(
+        t,
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=git.example.org",
+            "-addext",
+            &alt_names,
+        ],
+    );
+    fs::copy(dir.join("server.pem"), dir.join("ca.pem")).unwrap();
+}
+
 /// A CA, and a certificate for 127.0.0.1 signed by it, made with the openssl CLI in `dir`.
 fn make_certificates(t: &Fixture, dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let mut cmd = Command::new("openssl");
-        hermetic(&mut cmd, &t.home);
-        run(cmd.current_dir(dir).args(args));
-    };
+    let openssl = |args: &[&str]| openssl(t, dir, args);
     openssl(&[
         "req",
         "-x509",
