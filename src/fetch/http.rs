@@ -8,7 +8,9 @@
 //!   the response headers and each read of the body: a stall detector, not a cap on the whole
 //!   transfer). A `http.lowSpeedTime` shorter than the timeout is used instead, as git would cut
 //!   a stalled transfer then; `gitoxide.http.connectTimeout` likewise for connecting;
-//! - `http.sslCAInfo` (or `GIT_SSL_CAINFO`): its certificates are trusted besides the system's;
+//! - `http.sslCAInfo` (or `GIT_SSL_CAINFO`): its certificates are trusted besides the system's,
+//!   and one of them presented as the server's own is accepted even if it says `CA:TRUE`, as git
+//!   accepts a self-signed certificate (see [`SslCaInfoVerifier`]);
 //! - `http.sslVerify=false` (or `GIT_SSL_NO_VERIFY`), as git honours it;
 //! - `http.proxy` / `remote.<name>.proxy` (an empty value: no proxy), with `no_proxy`; without
 //!   them reqwest reads `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` itself.
