@@ -326,6 +326,20 @@ fn https_self_signed_certificate_listed_in_ssl_ca_info_is_accepted() {
 }
 
 #[test]
+fn https_expired_self_signed_certificate_is_refused() {
+    if !servers::available("https_expired_self_signed_certificate", WebServer::NEEDS) {
+        return;
+    }
+    let t = Fixture::new();
+    let web = WebServer::start_self_signed_expired(&t);
+    set_url(&t, &web.url(true, false, "remote.git"));
+    // Listed in http.sslCAInfo, but out of date: refused, and said so.
+    trust_ca(&t, &web);
+    let line = fails_with(&t, &[], "it expired on 2020-01-02T00:00:00Z", &[]);
+    assert!(line.contains("renew"), "{line}");
+}
+
+#[test]
 fn https_self_signed_certificate_for_another_host_is_refused() {
     if !servers::available("https_self_signed_certificate_other_host", WebServer::NEEDS) {
         return;

@@ -166,21 +166,27 @@ impl WebServer {
 
     /// Starts it, serving `t.root`: users [`TOKEN_USER`]:[`TOKEN`] and [`USER`]:[`PASSWORD`].
     pub fn start(t: &Fixture) -> WebServer {
-        WebServer::start_with(t, None)
+        WebServer::start_with(t, None, false)
     }
 
     /// As [`WebServer::start`], with a self-signed https certificate made the usual way
     /// (`openssl req -x509`, so `CA:TRUE`) for the host names `alt_names` (openssl's
     /// `subjectAltName` syntax); [`WebServer::ca`] is then that certificate itself.
     pub fn start_self_signed(t: &Fixture, alt_names: &str) -> WebServer {
-        WebServer::start_with(t, Some(alt_names))
+        WebServer::start_with(t, Some(alt_names), false)
     }
 
-    fn start_with(t: &Fixture, self_signed: Option<&str>) -> WebServer {
+    /// As [`WebServer::start_self_signed`] for 127.0.0.1, with a certificate that expired in 2020.
+    pub fn start_self_signed_expired(t: &Fixture) -> WebServer {
+        WebServer::start_with(t, Some("IP:127.0.0.1,DNS:localhost"), true)
+    }
+
+    fn start_with(t: &Fixture, self_signed: Option<&str>, expired: bool) -> WebServer {
         let dir = t.root.join("web");
         fs::create_dir_all(dir.join("htdocs")).unwrap();
         match self_signed {
             None => make_certificates(t, &dir),
+            Some(alt_names) if expired => make_expired_self_signed_certificate(t, &dir, alt_names),
             Some(alt_names) => make_self_signed_certificate(t, &dir, alt_names),
         }
         fs::write(
@@ -289,6 +295,63 @@ fn make_self_signed_certificate(t: &Fixture, dir: &Path, alt_names: &str) {
             "/CN=git.example.org",
             "-addext",
             &alt_names,
+        ],
+    );
+    fs::copy(dir.join("server.pem"), dir.join("ca.pem")).unwrap();
+}
+
+/// As [`make_self_signed_certificate`], valid only on 1 January 2020: `openssl req` refuses
+/// past dates, `openssl ca -selfsign` takes them.
+fn make_expired_self_signed_certificate(t: &Fixture, dir: &Path, alt_names: &str) {
+    fs::write(
+        dir.join("ca.cnf"),
+        format!(
+            "[ca]\ndefault_ca = own\n[own]\ndatabase = index.txt\nnew_certs_dir = .\n\
+             serial = serial\ndefault_md = sha256\npolicy = any\nx509_extensions = ext\n\
+             [any]\ncommonName = supplied\n\
+             [ext]\nbasicConstraints = critical,CA:TRUE\nsubjectAltName = {alt_names}\n"
+        ),
+    )
+    .unwrap();
+    fs::write(dir.join("index.txt"), "").unwrap();
+    fs::write(dir.join("serial"), "01\n").unwrap();
+    openssl(
+        t,
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    openssl(
+        t,
+        dir,
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-selfsign",
+            "-keyfile",
+            "server.key",
+            "-in",
+            "server.csr",
+            "-out",
+            "server.pem",
+            "-notext",
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
         ],
     );
     fs::copy(dir.join("server.pem"), dir.join("ca.pem")).unwrap();
