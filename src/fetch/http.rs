@@ -8,7 +8,9 @@
 //!   the response headers and each read of the body: a stall detector, not a cap on the whole
 //!   transfer). A `http.lowSpeedTime` shorter than the timeout is used instead, as git would cut
 //!   a stalled transfer then; `gitoxide.http.connectTimeout` likewise for connecting;
-//! - `http.sslCAInfo` (or `GIT_SSL_CAINFO`): its certificates are trusted besides the system's;
+//! - `http.sslCAInfo` (or `GIT_SSL_CAINFO`): its certificates are trusted besides the system's,
+//!   and one of them presented as the server's own is accepted even if it says `CA:TRUE`, as git
+//!   accepts a self-signed certificate (see [`SslCaInfoVerifier`]);
 //! - `http.sslVerify=false` (or `GIT_SSL_NO_VERIFY`), as git honours it;
 //! - `http.proxy` / `remote.<name>.proxy` (an empty value: no proxy), with `no_proxy`; without
 //!   them reqwest reads `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` itself.
@@ -31,6 +33,9 @@ use std::time::Duration;
 use gix::bstr::ByteSlice;
 use gix::credentials::helper::Action;
 use gix::protocol::transport::client::blocking_io::http as gix_http;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::{failure, lowercase_first, seconds, Cause, FetchOptions};
 use crate::exit::ExitCode;
@@ -286,17 +291,17 @@ pub(crate) fn transport_options(
         _ => timeout,
     };
     let connect = options.connect_timeout.unwrap_or(timeout).min(timeout);
-    let certificates = match &options.ssl_ca_info {
-        Some(path) => read_certificates(path)?,
-        None => Vec::new(),
-    };
     let verify = options.ssl_verify;
+    let tls = match &options.ssl_ca_info {
+        Some(path) if verify => Some(ssl_ca_info_tls(path)?),
+        _ => None,
+    };
     let proxy = options.proxy.clone();
     let no_proxy = options.no_proxy.clone();
     let configure = move |mut builder: reqwest::blocking::ClientBuilder| -> gix::Result<reqwest::blocking::ClientBuilder> {
         builder = builder.connect_timeout(connect).timeout(stall);
-        if !certificates.is_empty() {
-            builder = builder.tls_certs_merge(certificates.clone());
+        if let Some(tls) = &tls {
+            builder = builder.tls_backend_preconfigured(tls.clone());
         }
         if !verify {
             builder = builder.danger_accept_invalid_certs(true);
@@ -325,6 +330,121 @@ pub(crate) fn transport_options(
         configure_request: None,
     })));
     Ok(Box::new(options))
+}
+
+/// The TLS configuration for `http.sslCAInfo` at `path`: the system's trust store plus the
+/// file's certificates (as reqwest's `tls_certs_merge` does), verified by [`SslCaInfoVerifier`].
+fn ssl_ca_info_tls(path: &Path) -> gix::Result<rustls::ClientConfig> {
+    // reqwest's own parse first: it gives the messages for a missing or broken file.
+    read_certificates(path)?;
+    let pem = std::fs::read(path).map_err(|err| {
+        gix::error::message!("cannot read http.sslCAInfo `{}`: {}", path.display(), err)
+    })?;
+    let listed = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| {
+            gix::error::message!(
+                "http.sslCAInfo `{}` holds no usable PEM certificate: {}",
+                path.display(),
+                err
+            )
+        })?;
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let tls_error = |err: rustls::Error| {
+        gix::error::message!("cannot use http.sslCAInfo `{}`: {}", path.display(), err)
+    };
+    let system_and_listed =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(listed.clone(), provider.clone())
+            .map_err(tls_error)?;
+    let verifier = SslCaInfoVerifier {
+        inner: system_and_listed,
+        listed,
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    // What reqwest sets for its own configuration without http2.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The usual verification (system store plus `http.sslCAInfo`), and one more case git accepts:
+/// a server certificate that is itself listed in `http.sslCAInfo`. Such a certificate, made with
+/// `openssl req -x509` as on most self-hosted servers, says `CA:TRUE`, which webpki refuses in
+/// a server's own certificate; OpenSSL trusts it because it is a trust anchor. The host name is
+/// still checked, and so are its dates: webpki checks them before the CA flag, so a certificate
+/// refused for the CA flag alone is within its validity period.
+#[derive(Debug)]
+struct SslCaInfoVerifier {
+    inner: rustls_platform_verifier::Verifier,
+    listed: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for SslCaInfoVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match verdict {
+            Err(rustls::Error::InvalidCertificate(problem))
+                if is_ca_used_as_end_entity(&problem)
+                    && self.listed.iter().any(|listed| listed == end_entity) =>
+            {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+                Ok(ServerCertVerified::assertion())
+            }
+            verdict => verdict,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Whether `problem` is webpki's refusal of a CA certificate as the server's own.
+fn is_ca_used_as_end_entity(problem: &rustls::CertificateError) -> bool {
+    match problem {
+        rustls::CertificateError::Other(other) => {
+            other.0.downcast_ref::<webpki::Error>() == Some(&webpki::Error::CaUsedAsEndEntity)
+        }
+        _ => false,
+    }
 }
 
 /// The certificates in the PEM file `path` (`http.sslCAInfo`).
@@ -356,9 +476,13 @@ pub(crate) fn cause(err: &gix::Error, credentials: &str, timeout: Duration) -> O
     let mut timed_out = false;
     let mut refused = false;
     let mut clear_text = false;
+    let mut certificate = None;
     for cause in err.iter_errors() {
         visit(cause, &mut |error| {
             texts.push(error.to_string());
+            if let Some(rustls::Error::InvalidCertificate(problem)) = error.downcast_ref() {
+                certificate.get_or_insert_with(|| problem.clone());
+            }
             if let Some(err) = error.downcast_ref::<reqwest::Error>() {
                 timed_out |= err.is_timeout();
             }
@@ -418,6 +542,9 @@ pub(crate) fn cause(err: &gix::Error, credentials: &str, timeout: Duration) -> O
                 .to_owned(),
         });
     }
+    if let Some(cause) = certificate.as_ref().and_then(certificate_cause) {
+        return Some(cause);
+    }
     if has("invalid peer certificate") || has("certificate verify") || has("UnknownIssuer") {
         let detail = texts
             .iter()
@@ -451,6 +578,82 @@ pub(crate) fn cause(err: &gix::Error, credentials: &str, timeout: Duration) -> O
     None
 }
 
+/// What is wrong with the server's certificate, and what fixes it, for the problems a
+/// self-hosted server meets; `None` for the others (the generic message names them).
+fn certificate_cause(problem: &rustls::CertificateError) -> Option<Cause> {
+    use rustls::CertificateError as E;
+    let (cause, remedy) = match problem {
+        E::UnknownIssuer => (
+            "the server's TLS certificate is not trusted: it is signed by an unknown issuer".to_owned(),
+            "set http.sslCAInfo to the certificate of the CA that signed it (for a self-signed \
+             certificate: to the certificate itself), or add that CA to the system's trust store"
+                .to_owned(),
+        ),
+        E::Expired | E::ExpiredContext { .. } => {
+            let when = match problem {
+                E::ExpiredContext { not_after, .. } => format!(" on {}", utc_date(*not_after)),
+                _ => String::new(),
+            };
+            (
+                format!("the server's TLS certificate is not trusted: it expired{when}"),
+                "renew the server's certificate (or check this host's clock)".to_owned(),
+            )
+        }
+        E::NotValidYet | E::NotValidYetContext { .. } => (
+            "the server's TLS certificate is not trusted: it is not valid yet".to_owned(),
+            "check the clocks of this host and of the server".to_owned(),
+        ),
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            let names = match problem {
+                E::NotValidForNameContext { expected, presented } => format!(
+                    " `{}`; it names {}",
+                    expected.to_str(),
+                    if presented.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        presented
+                            .iter()
+                            .map(|name| presented_name(name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+                _ => " in the url".to_owned(),
+            };
+            (
+                format!("the server's TLS certificate is not trusted: it is not valid for the host name{names}"),
+                "use in the remote's url a host name the certificate names, or give the server a certificate for this name"
+                    .to_owned(),
+            )
+        }
+        problem if is_ca_used_as_end_entity(problem) => {
+            (
+                "the server's TLS certificate is not trusted: it is a CA certificate (CA:TRUE, as \
+                 `openssl req -x509` makes) used as the server's own, and http.sslCAInfo does not list it"
+                    .to_owned(),
+                "set http.sslCAInfo to a file holding this very certificate, or give the server a \
+                 certificate with CA:FALSE signed by a CA"
+                    .to_owned(),
+            )
+        }
+        _ => return None,
+    };
+    Some(Cause::NeedsFix { cause, remedy })
+}
+
+/// A name the certificate presents, as rustls gives it (`DnsName("git.example.org")`), bare.
+fn presented_name(name: &str) -> &str {
+    name.split_once("(\"")
+        .and_then(|(_, rest)| rest.strip_suffix("\")"))
+        .unwrap_or(name)
+}
+
+/// `time` as a UTC date and time, for messages.
+fn utc_date(time: UnixTime) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(time.as_secs());
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 /// `error` and its sources, looking inside I/O errors (whose `source()` skips their payload).
 fn visit(
     error: &(dyn std::error::Error + 'static),
@@ -477,6 +680,27 @@ fn visit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_problems_are_named() {
+        let expired = rustls::CertificateError::ExpiredContext {
+            time: UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000)),
+            not_after: UnixTime::since_unix_epoch(Duration::from_secs(1_700_000_000)),
+        };
+        let Some(Cause::NeedsFix { cause, remedy }) = certificate_cause(&expired) else {
+            panic!("no cause for an expired certificate");
+        };
+        assert_eq!(
+            cause,
+            "the server's TLS certificate is not trusted: it expired on 2023-11-14T22:13:20Z"
+        );
+        assert!(remedy.contains("renew"), "{remedy}");
+        assert_eq!(
+            presented_name("DnsName(\"git.example.org\")"),
+            "git.example.org"
+        );
+        assert_eq!(presented_name("odd"), "odd");
+    }
 
     #[test]
     fn token_text_takes_the_first_line() {

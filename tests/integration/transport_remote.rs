@@ -301,10 +301,61 @@ fn https_untrusted_certificate_exits_3() {
     set_url(&t, &web.url(true, false, "remote.git"));
     // No http.sslCAInfo: the test CA is not trusted, and verification stays on.
     let line = fails_with(&t, &[], "certificate is not trusted", &[]);
+    assert!(line.contains("signed by an unknown issuer"), "{line}");
     assert!(line.contains("http.sslCAInfo"), "{line}");
     // Trusted through the configuration: it works.
     trust_ca(&t, &web);
     updates(&t, &[], &[]);
+}
+
+#[test]
+fn https_self_signed_certificate_listed_in_ssl_ca_info_is_accepted() {
+    // `openssl req -x509` as self-hosted Gitea guides do: the server's certificate says CA:TRUE.
+    if !servers::available("https_self_signed_certificate_listed", WebServer::NEEDS) {
+        return;
+    }
+    let t = Fixture::new();
+    let web = WebServer::start_self_signed(&t, "IP:127.0.0.1,DNS:localhost");
+    set_url(&t, &web.url(true, false, "remote.git"));
+    let line = fails_with(&t, &[], "it is a CA certificate (CA:TRUE", &[]);
+    assert!(line.contains("http.sslCAInfo"), "{line}");
+    // Git accepts it once http.sslCAInfo names the certificate itself; so does pullstart.
+    trust_ca(&t, &web);
+    t.git(&t.checkout, &["ls-remote", "origin"]);
+    updates(&t, &[], &[]);
+}
+
+#[test]
+fn https_expired_self_signed_certificate_is_refused() {
+    if !servers::available("https_expired_self_signed_certificate", WebServer::NEEDS) {
+        return;
+    }
+    let t = Fixture::new();
+    let web = WebServer::start_self_signed_expired(&t);
+    set_url(&t, &web.url(true, false, "remote.git"));
+    // Listed in http.sslCAInfo, but out of date: refused, and said so.
+    trust_ca(&t, &web);
+    let line = fails_with(&t, &[], "it expired on 2020-01-02T00:00:00Z", &[]);
+    assert!(line.contains("renew"), "{line}");
+}
+
+#[test]
+fn https_self_signed_certificate_for_another_host_is_refused() {
+    if !servers::available("https_self_signed_certificate_other_host", WebServer::NEEDS) {
+        return;
+    }
+    let t = Fixture::new();
+    let web = WebServer::start_self_signed(&t, "DNS:git.example.org");
+    set_url(&t, &web.url(true, false, "remote.git"));
+    // Listed in http.sslCAInfo, but the url's host is not one it names.
+    trust_ca(&t, &web);
+    let line = fails_with(
+        &t,
+        &[],
+        "not valid for the host name `127.0.0.1`; it names git.example.org",
+        &[],
+    );
+    assert!(line.contains("remote's url"), "{line}");
 }
 
 #[test]

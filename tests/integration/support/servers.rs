@@ -166,9 +166,29 @@ impl WebServer {
 
     /// Starts it, serving `t.root`: users [`TOKEN_USER`]:[`TOKEN`] and [`USER`]:[`PASSWORD`].
     pub fn start(t: &Fixture) -> WebServer {
+        WebServer::start_with(t, None, false)
+    }
+
+    /// As [`WebServer::start`], with a self-signed https certificate made the usual way
+    /// (`openssl req -x509`, so `CA:TRUE`) for the host names `alt_names` (openssl's
+    /// `subjectAltName` syntax); [`WebServer::ca`] is then that certificate itself.
+    pub fn start_self_signed(t: &Fixture, alt_names: &str) -> WebServer {
+        WebServer::start_with(t, Some(alt_names), false)
+    }
+
+    /// As [`WebServer::start_self_signed`] for 127.0.0.1, with a certificate that expired in 2020.
+    pub fn start_self_signed_expired(t: &Fixture) -> WebServer {
+        WebServer::start_with(t, Some("IP:127.0.0.1,DNS:localhost"), true)
+    }
+
+    fn start_with(t: &Fixture, self_signed: Option<&str>, expired: bool) -> WebServer {
         let dir = t.root.join("web");
         fs::create_dir_all(dir.join("htdocs")).unwrap();
-        make_certificates(t, &dir);
+        match self_signed {
+            None => make_certificates(t, &dir),
+            Some(alt_names) if expired => make_expired_self_signed_certificate(t, &dir, alt_names),
+            Some(alt_names) => make_self_signed_certificate(t, &dir, alt_names),
+        }
         fs::write(
             dir.join("users"),
             format!("{TOKEN_USER}:{TOKEN}\n{USER}:{PASSWORD}\n"),
@@ -238,19 +258,108 @@ $SERVER["socket"] == "127.0.0.1:{https_port}" {{
         format!("{scheme}://127.0.0.1:{port}/{area}/{repo}")
     }
 
-    /// The CA certificate that signed the https certificate (for `http.sslCAInfo`).
+    /// The CA certificate that signed the https certificate, or the self-signed certificate
+    /// itself (for `http.sslCAInfo`).
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 }
 
+/// Runs the openssl CLI in `dir`, asserting success.
+fn openssl(t: &Fixture, dir: &Path, args: &[&str]) {
+    let mut cmd = Command::new("openssl");
+    hermetic(&mut cmd, &t.home);
+    run(cmd.current_dir(dir).args(args));
+}
+
+/// A self-signed certificate for `alt_names` made as self-hosting guides do, `server.pem`,
+/// copied to `ca.pem` as the file an operator names in `http.sslCAInfo`.
+fn make_self_signed_certificate(t: &Fixture, dir: &Path, alt_names: &str) {
+    let alt_names = format!("subjectAltName={alt_names}");
+    openssl(
+        t,
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=git.example.org",
+            "-addext",
+            &alt_names,
+        ],
+    );
+    fs::copy(dir.join("server.pem"), dir.join("ca.pem")).unwrap();
+}
+
+/// As [`make_self_signed_certificate`], valid only on 1 January 2020: `openssl req` refuses
+/// past dates, `openssl ca -selfsign` takes them.
+fn make_expired_self_signed_certificate(t: &Fixture, dir: &Path, alt_names: &str) {
+    fs::write(
+        dir.join("ca.cnf"),
+        format!(
+            "[ca]\ndefault_ca = own\n[own]\ndatabase = index.txt\nnew_certs_dir = .\n\
+             serial = serial\ndefault_md = sha256\npolicy = any\nx509_extensions = ext\n\
+             [any]\ncommonName = supplied\n\
+             [ext]\nbasicConstraints = critical,CA:TRUE\nsubjectAltName = {alt_names}\n"
+        ),
+    )
+    .unwrap();
+    fs::write(dir.join("index.txt"), "").unwrap();
+    fs::write(dir.join("serial"), "01\n").unwrap();
+    openssl(
+        t,
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    openssl(
+        t,
+        dir,
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-selfsign",
+            "-keyfile",
+            "server.key",
+            "-in",
+            "server.csr",
+            "-out",
+            "server.pem",
+            "-notext",
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+        ],
+    );
+    fs::copy(dir.join("server.pem"), dir.join("ca.pem")).unwrap();
+}
+
 /// A CA, and a certificate for 127.0.0.1 signed by it, made with the openssl CLI in `dir`.
 fn make_certificates(t: &Fixture, dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let mut cmd = Command::new("openssl");
-        hermetic(&mut cmd, &t.home);
-        run(cmd.current_dir(dir).args(args));
-    };
+    let openssl = |args: &[&str]| openssl(t, dir, args);
     openssl(&[
         "req",
         "-x509",
