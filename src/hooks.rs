@@ -55,8 +55,8 @@ pub struct Facts {
 /// Refuse hooks from a config file inside the checkout: anyone who can push to the branch could
 /// put commands there that this host would run.
 pub fn refuse_hooks_inside_checkout(settings: &Settings, workdir: &Path) -> anyhow::Result<()> {
-    let hooks = &settings.hooks;
-    if hooks.before.is_none() && hooks.after_success.is_none() && hooks.on_failure.is_none() {
+    let keys = &settings.host_keys_from_file;
+    if keys.is_empty() {
         return Ok(());
     }
     let Some(config) = &settings.config_file_absolute else {
@@ -66,8 +66,17 @@ pub fn refuse_hooks_inside_checkout(settings: &Settings, workdir: &Path) -> anyh
         .canonicalize()
         .with_context(|| format!("failed to resolve `{}`", workdir.display()))?;
     if config.starts_with(&workdir) {
+        let what = if keys == &["hooks"] {
+            "defines hooks".to_string()
+        } else {
+            let named: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+            format!(
+                "sets {}, which name a host command or path",
+                named.join(", ")
+            )
+        };
         return Err(Failure::usage(format!(
-            "config `{}` lies inside the checkout and defines hooks, which anyone who can push could change; move the config file outside the checkout",
+            "config `{}` lies inside the checkout and {what}, which anyone who can push could change; move the config file outside the checkout, or give them as flags",
             config.display()
         ))
         .into());

@@ -31,10 +31,10 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
     outcome.branch = Some(checkout.branch_name());
     outcome.from = checkout.head;
     outcome.to = checkout.head;
+    hooks::refuse_hooks_inside_checkout(settings, &checkout.workdir)?;
     if settings.command == Command::Status {
         return crate::status::show(settings, &checkout, outcome);
     }
-    hooks::refuse_hooks_inside_checkout(settings, &checkout.workdir)?;
 
     let _lock = lock::acquire(checkout.git_dir())?;
     step(

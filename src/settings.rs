@@ -127,6 +127,10 @@ pub struct Settings {
     /// The `--config` file's absolute path with symlinks resolved (canonical), to tell whether it
     /// lies inside the checkout.
     pub config_file_absolute: Option<PathBuf>,
+    /// The keys the config file set that name a host command or a host path (hooks,
+    /// `compose_command`, `metrics_file`, `token_file`, `ssh_key`): refused when the file lies
+    /// inside the checkout, since anyone who can push could change them.
+    pub host_keys_from_file: Vec<&'static str>,
     /// The time limit for one run (each iteration of `watch`), counted from the start of
     /// [`crate::run::execute`]: see [`Deadline`]. More than zero.
     pub timeout: Duration,
@@ -254,6 +258,16 @@ impl Settings {
             }
             None => (Layer::default(), None),
         };
+        let host_keys_from_file = [
+            ("hooks", file.hooks.is_some()),
+            ("compose_command", file.compose_command.is_some()),
+            ("metrics_file", file.metrics_file.is_some()),
+            ("token_file", file.token_file.is_some()),
+            ("ssh_key", file.ssh_key.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
         let command = command.unwrap_or(CliCommand::Run);
         // `Some` for `watch`: its `--every` as given.
         let every = match &command {
@@ -355,6 +369,7 @@ impl Settings {
             verbose: flags.verbose.or(file.verbose).unwrap_or(false),
             config_file,
             config_file_absolute,
+            host_keys_from_file,
             timeout: flags.timeout.or(file.timeout).unwrap_or(DEFAULT_TIMEOUT),
             splay: flags.splay.or(file.splay).unwrap_or(Duration::ZERO),
             metrics_file: flags.metrics_file.or(file.metrics_file),
@@ -1763,6 +1778,7 @@ mod tests {
                 verbose: false,
                 config_file: None,
                 config_file_absolute: None,
+                host_keys_from_file: Vec::new(),
                 timeout: Duration::from_secs(270),
                 splay: Duration::ZERO,
                 metrics_file: None,

@@ -216,3 +216,38 @@ fn an_unreadable_compose_project_restarts_all_services() {
         );
     }
 }
+
+/// A config file inside the checkout is content anyone who can push may change: it may not
+/// name a host command or host path, for any subcommand.
+#[test]
+fn a_config_inside_the_checkout_may_not_name_host_commands_or_paths() {
+    let t = Fixture::new();
+    for (key, value) in [
+        ("compose_command", "/bin/sh -c 'touch /tmp/pwned'"),
+        ("metrics_file", "../../../x.prom"),
+        ("token_file", "/etc/shadow"),
+        ("ssh_key", "/root/.ssh/id_ed25519"),
+    ] {
+        t.push_files(&[("deploy/pullstart.yml", &format!("{key}: \"{value}\"\n"))]);
+        t.git(&t.checkout, &["pull", "-q", "--ff-only"]);
+        let config = t.co("deploy/pullstart.yml");
+        for command in ["run", "check", "status"] {
+            let out = t.run_exact(&[
+                command,
+                "-C",
+                path_str(&t.checkout),
+                "--config",
+                path_str(&config),
+            ]);
+            out.code(2);
+            let line = out.error_line();
+            assert!(
+                line.contains("inside the checkout") && line.contains(&format!("`{key}`")),
+                "{command} {key}: {line}"
+            );
+        }
+    }
+    // A config outside the checkout may set them.
+    let outside = t.config_file("metrics_file: m.prom\n");
+    t.run(&["run", "--config", path_str(&outside)]).code(0);
+}
