@@ -52,9 +52,9 @@ pub struct Facts {
     pub error: Option<String>,
 }
 
-/// Refuse hooks from a config file inside the checkout: anyone who can push to the branch could
-/// put commands there that this host would run.
-pub fn refuse_hooks_inside_checkout(settings: &Settings, workdir: &Path) -> anyhow::Result<()> {
+/// Refuse a config file inside the checkout that sets hooks or another key naming a host command
+/// or path: anyone who can push to the branch could make this host run or touch what they like.
+pub fn refuse_host_keys_inside_checkout(settings: &Settings, workdir: &Path) -> anyhow::Result<()> {
     let keys = &settings.host_keys_from_file;
     if keys.is_empty() {
         return Ok(());
@@ -66,18 +66,11 @@ pub fn refuse_hooks_inside_checkout(settings: &Settings, workdir: &Path) -> anyh
         .canonicalize()
         .with_context(|| format!("failed to resolve `{}`", workdir.display()))?;
     if config.starts_with(&workdir) {
-        let what = if keys == &["hooks"] {
-            "defines hooks".to_string()
-        } else {
-            let named: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
-            format!(
-                "sets {}, which name a host command or path",
-                named.join(", ")
-            )
-        };
+        let named: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
         return Err(Failure::usage(format!(
-            "config `{}` lies inside the checkout and {what}, which anyone who can push could change; move the config file outside the checkout, or give them as flags",
-            config.display()
+            "config `{}` lies inside the checkout and sets {}, which name a host command or path and which anyone who can push could change; move the config file outside the checkout, or give them as flags",
+            config.display(),
+            named.join(", ")
         ))
         .into());
     }

@@ -31,7 +31,7 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
     outcome.branch = Some(checkout.branch_name());
     outcome.from = checkout.head;
     outcome.to = checkout.head;
-    hooks::refuse_hooks_inside_checkout(settings, &checkout.workdir)?;
+    hooks::refuse_host_keys_inside_checkout(settings, &checkout.workdir)?;
     if settings.command == Command::Status {
         return crate::status::show(settings, &checkout, outcome);
     }
@@ -373,10 +373,11 @@ fn act(
     let Err(failed) = run_commands(settings, checkout, &filtered(services, is_restart)) else {
         return Ok(services.clone());
     };
-    let acted = without_missing_containers(settings, checkout, services, outcome);
-    if outcome.left_alone.is_empty() {
+    let Some((acted, left_alone)) = without_missing_containers(settings, checkout, services) else {
         return Err(failed);
-    }
+    };
+    outcome.services = acted.clone();
+    outcome.left_alone = left_alone;
     step(
         settings,
         format_args!(
@@ -407,45 +408,35 @@ fn filtered(services: &Services, keep: impl Fn(Action) -> bool) -> Services {
 
 /// `services` less those to restart that have no container (never started, `compose rm`,
 /// scaled to 0): `docker compose restart` cannot create one and fails as a whole when asked
-/// to, so they are left alone and the outcome says so. Recreate and rebuild run `up`, which
+/// to, so they are left alone: the services to act on and the names left alone, or `None` when
+/// none is to be left alone (or compose cannot tell). Recreate and rebuild run `up`, which
 /// creates the container, as `docker compose up` would for a service the update adds.
 fn without_missing_containers(
     settings: &Settings,
     checkout: &Checkout,
     services: &Services,
-    outcome: &mut Outcome,
-) -> Services {
+) -> Option<(Services, Vec<String>)> {
     let Services::Named(actions) = services else {
-        return services.clone();
+        return None;
     };
-    if !actions.iter().any(|a| a.action == Action::Restart) {
-        return services.clone();
-    }
     let prefix = restart::prefix(settings);
     let timeout = checkout.deadline.min(settings.restart_timeout);
-    let Some(existing) = health::services_with_containers(&prefix, &checkout.workdir, timeout)
-    else {
-        return services.clone();
-    };
+    let existing = health::services_with_containers(&prefix, &checkout.workdir, timeout)?;
     // A name the project does not declare (a typo in `--services`) is an error to report, not
     // a service to leave alone.
-    let Some(declared) = health::declared_services(&prefix, &checkout.workdir, timeout) else {
-        return services.clone();
-    };
+    let declared = health::declared_services(&prefix, &checkout.workdir, timeout)?;
     let (kept, left): (Vec<_>, Vec<_>) = actions.iter().cloned().partition(|a| {
         a.action != Action::Restart || existing.contains(&a.name) || !declared.contains(&a.name)
     });
     if left.is_empty() {
-        return services.clone();
+        return None;
     }
-    outcome.left_alone = left.into_iter().map(|a| a.name).collect();
     let acted = if kept.is_empty() {
         Services::nothing("no container to restart")
     } else {
         Services::Named(kept)
     };
-    outcome.services = acted.clone();
-    acted
+    Some((acted, left.into_iter().map(|a| a.name).collect()))
 }
 
 /// Run the compose commands for the services (rebuild, recreate, restart).

@@ -1674,14 +1674,13 @@ fn parse_duration(what: &str, text: &str) -> Result<Duration, String> {
     let shown = printable(text);
     let text = text.trim();
     // A bare number is seconds, as systemd, coreutils `timeout`, ssh and curl read it.
-    let with_unit;
-    let text = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        with_unit = format!("{text}s");
-        with_unit.as_str()
-    } else {
-        text
-    };
-    let duration = humantime::parse_duration(text).map_err(|e| {
+    let text: std::borrow::Cow<str> =
+        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+            format!("{text}s").into()
+        } else {
+            text.into()
+        };
+    let duration = humantime::parse_duration(&text).map_err(|e| {
         format!("`{shown}` is not a duration ({e}); write one like `90s`, `5m` or `1h`")
     })?;
     if duration > MAX_DURATION {
