@@ -477,13 +477,21 @@ fn wait_healthy(
             services_or_all(&names)
         ),
     );
-    health::wait(
+    let waited = health::wait(
         &restart::prefix(settings),
         &checkout.workdir,
         &names,
         checkout.deadline.min(settings.health_timeout),
         settings.health_settle,
-    )
+    )?;
+    if let health::Waited::Skipped(why) = waited {
+        // The compose command cannot show its containers: that proves nothing either way.
+        eprintln!(
+            "pullstart: warning: health wait skipped: {why}; put `docker` on PATH or use a \
+             compose command that lists its containers, or set --health-timeout 0"
+        );
+    }
+    Ok(())
 }
 
 fn on_failure_hook(
