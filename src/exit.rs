@@ -27,6 +27,9 @@ pub enum ExitCode {
     Locked = 7,
     /// Dependency or image files changed and the policy says stop.
     RebuildRequired = 8,
+    /// `verify_signatures`: a commit of the update is not signed by a trusted key; nothing was
+    /// touched.
+    UntrustedCommit = 9,
     /// Only with `--detailed-exitcode`: an update was applied (or, for `check`, is pending).
     Updated = 10,
 }
@@ -48,6 +51,7 @@ impl ExitCode {
             ExitCode::RestartFailed => "restart_failed",
             ExitCode::Locked => "locked",
             ExitCode::RebuildRequired => "rebuild_required",
+            ExitCode::UntrustedCommit => "untrusted_commit",
         }
     }
 
@@ -64,6 +68,8 @@ Exit codes:
   6   the code is updated but the restart failed; the next run retries the restart
   7   another pullstart run holds the lock; skipped
   8   dependency or image files changed and the policy says stop
+  9   refused: verify_signatures is on and a commit of the update is not signed by a trusted
+      key; nothing was touched
   10  with --detailed-exitcode: an update was applied (check, status: is pending)";
 }
 
@@ -132,6 +138,7 @@ mod tests {
             (ExitCode::RestartFailed, 6),
             (ExitCode::Locked, 7),
             (ExitCode::RebuildRequired, 8),
+            (ExitCode::UntrustedCommit, 9),
             (ExitCode::Updated, 10),
         ];
         for (code, number) in table {
@@ -152,6 +159,7 @@ mod tests {
             (ExitCode::RestartFailed, "restart_failed"),
             (ExitCode::Locked, "locked"),
             (ExitCode::RebuildRequired, "rebuild_required"),
+            (ExitCode::UntrustedCommit, "untrusted_commit"),
             (ExitCode::Updated, "updated"),
         ] {
             let row = format!("| {} | `{result}`", code.code());
