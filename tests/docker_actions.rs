@@ -1565,3 +1565,59 @@ fn which_docker() -> PathBuf {
         .find(|candidate| candidate.is_file());
     found.expect("docker is on PATH when the engine is ready")
 }
+
+/// `--allowed-signers`: a push signed by a listed SSH key restarts web; an attacker's unsigned
+/// push on top exits 9 and leaves every container as it was (same id, same StartedAt) and the
+/// checkout on the signed commit.
+#[test]
+fn an_unsigned_push_touches_no_container_when_signatures_are_verified() {
+    const TEST: &str = "an_unsigned_push_touches_no_container_when_signatures_are_verified";
+    require_docker!(TEST);
+    let t = Fixture::new(
+        TEST,
+        "signed",
+        &web_bot_idle(),
+        &[("web", "web v1"), ("bot", "bot v1")],
+    );
+    let key = t.root.join("signing-key");
+    must(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "dev", "-f"])
+            .arg(&key),
+        Duration::from_secs(30),
+    );
+    let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+    let signers = t.root.join("allowed_signers");
+    fs::write(&signers, format!("dev@example.com {public}")).unwrap();
+    let signers = signers.to_str().unwrap();
+    for (name, value) in [
+        ("gpg.format", "ssh"),
+        ("user.signingKey", key.to_str().unwrap()),
+        ("commit.gpgSign", "true"),
+    ] {
+        t.git(&t.dev, &["config", name, value]);
+    }
+    let (web0, bot0) = (t.container("web"), t.container("bot"));
+
+    let signed = t.push(&[("web/msg.txt", "web v2\n")], "signed");
+    let ran = t.pullstart("run", &["--allowed-signers", signers]);
+    t.assert_updated(&ran, &signed);
+    let web1 = t.assert_restarted(&web0, "web", "web v2");
+
+    t.git(&t.dev, &["config", "commit.gpgSign", "false"]);
+    let unsigned = t.push(
+        &[("web/msg.txt", "web v3\n"), ("bot/msg.txt", "bot v3\n")],
+        "unsigned",
+    );
+    let ran = t.pullstart("run", &["--allowed-signers", signers]);
+    let line = t.assert_failed(&ran, 9);
+    assert!(
+        line.contains(&format!("untrusted commit {unsigned}")) && line.contains("is unsigned"),
+        "{TEST}: {line}"
+    );
+    t.assert_untouched(&web1, "web");
+    t.assert_untouched(&bot0, "bot");
+    assert_eq!(t.head(), signed, "{TEST}: HEAD moved");
+    assert_eq!(t.read_checkout("web/msg.txt"), "web v2\n");
+    assert_eq!(t.status(), "", "{TEST}: the checkout is not clean");
+}

@@ -484,3 +484,34 @@ fn the_entrypoint_does_not_clone_or_start_on_an_untrusted_tip() {
     assert!(started.exists(), "the app did not start on the signed tree");
     assert_eq!(t.rev_parse(&dir, "HEAD"), signed);
 }
+
+#[test]
+fn a_signed_merge_vouches_for_the_unsigned_side_it_merges() {
+    let t = Fixture::new();
+    let key = ssh_key(&t, "dev");
+    let signers = allowed_signers(&t, &[("dev@example.com", "", &key)]);
+
+    // A contributor's unsigned branch, merged (--no-ff) by a maintainer who signs the merge.
+    t.git(&t.dev, &["checkout", "-q", "-b", "feature"]);
+    t.dev_write("app/feature.py", "contributed\n");
+    t.dev_commit("unsigned contribution");
+    t.git(&t.dev, &["checkout", "-q", "main"]);
+    sign_with_ssh(&t, Some(&key));
+    t.git(
+        &t.dev,
+        &[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            "merge the feature",
+            "feature",
+        ],
+    );
+    t.push();
+    let merge = t.rev_parse(&t.dev, "HEAD");
+    t.run(&["run", "--allowed-signers", path_str(&signers)])
+        .code(0);
+    assert_eq!(t.head(), merge);
+    assert_eq!(t.co_read("app/feature.py"), "contributed\n");
+}
