@@ -112,6 +112,18 @@ pub struct WatchArgs {
     /// 1s; required, here or in the config [config: every]
     #[arg(long, value_name = "DURATION")]
     pub every: Option<String>,
+
+    /// Also serve HTTP on ADDR:PORT: push webhooks (POST, any path; GitHub, Gitea, Forgejo,
+    /// Gogs, GitLab or a generic HMAC-SHA256 signature) start a run at once, `GET /healthz`
+    /// tells whether the loop is alive and how the last run ended, `GET /metrics` gives the
+    /// metrics [config: listen]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+
+    /// The webhooks' shared secret, read from FILE (surrounding whitespace ignored); without
+    /// it every webhook is refused [config: webhook_secret_file]
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 /// The options, accepted before and after the subcommand. Each one can also be set in the
@@ -315,7 +327,8 @@ mod tests {
         assert_eq!(
             parse(&["watch", "--every", "5m"]).command,
             Some(CliCommand::Watch(WatchArgs {
-                every: Some("5m".into())
+                every: Some("5m".into()),
+                ..WatchArgs::default()
             }))
         );
         assert_eq!(
@@ -614,7 +627,8 @@ mod tests {
         assert_eq!(
             cli.command,
             Some(CliCommand::Watch(WatchArgs {
-                every: Some("1m".into())
+                every: Some("1m".into()),
+                ..WatchArgs::default()
             }))
         );
         assert_eq!(cli.options.repo, Some(PathBuf::from("/srv/app")));

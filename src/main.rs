@@ -33,6 +33,7 @@ mod settings;
 mod status;
 mod verify;
 mod watch;
+mod webhook;
 
 use clap::Parser;
 

@@ -95,9 +95,20 @@ pub fn record(path: &Path, settings: &Settings, outcome: &Outcome, exit_code: i3
 /// Gathers the snapshot: from the outcome, the repository (deployed commit and its time, when the
 /// outcome does not know them) and the previous metrics file (the last success).
 pub fn snapshot(path: &Path, settings: &Settings, outcome: &Outcome, exit_code: i32) -> Snapshot {
-    let finished = SystemTime::now();
     let previous = fs::read_to_string(path).ok();
-    let previous = previous.as_deref().map(parse).unwrap_or_default();
+    snapshot_after(previous.as_deref(), settings, outcome, exit_code)
+}
+
+/// [`snapshot`], with the previous metrics given as their text (`watch --listen` keeps them in
+/// memory).
+pub fn snapshot_after(
+    previous: Option<&str>,
+    settings: &Settings,
+    outcome: &Outcome,
+    exit_code: i32,
+) -> Snapshot {
+    let finished = SystemTime::now();
+    let previous = previous.map(parse).unwrap_or_default();
     let repo = gix::open(&settings.repo).ok();
     // An early failure (the lock, say) leaves the outcome without it: read the ref.
     let deployed = outcome

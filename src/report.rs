@@ -348,13 +348,18 @@ fn json_actions(outcome: &Outcome) -> Vec<JsonAction> {
         .collect()
 }
 
+/// The JSON `result` of an invocation that ended with `result`.
+pub fn result_word(outcome: &Outcome, result: &anyhow::Result<()>) -> &'static str {
+    match result {
+        Ok(()) => outcome.success.result(),
+        Err(err) => exit::code_of(err).failure_result(),
+    }
+}
+
 fn print_json(outcome: &Outcome, result: &anyhow::Result<()>, code: ExitCode) {
     let hex = |id: Option<ObjectId>| id.map(|id| id.to_string());
     let report = JsonReport {
-        result: match result {
-            Ok(()) => outcome.success.result(),
-            Err(_) => code.failure_result(),
-        },
+        result: result_word(outcome, result),
         exit_code: code.code(),
         branch: outcome.branch.as_deref(),
         from: hex(outcome.from),

@@ -166,6 +166,10 @@ pub struct Settings {
     pub token_file: Option<PathBuf>,
     /// `None`: commits are deployed whoever signed them (or nobody).
     pub verify_signatures: Option<VerifySignatures>,
+    /// `watch --listen`: the address of the webhook, health and metrics endpoint.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `watch --webhook-secret-file`: where the webhooks' shared secret is.
+    pub webhook_secret_file: Option<PathBuf>,
     /// `Some(interval)`: the `watch` subcommand, which repeats `command` every interval (at
     /// least [`MIN_WATCH_INTERVAL`]); `None`: one run.
     pub watch: Option<Duration>,
@@ -261,6 +265,17 @@ pub const DEFAULT_DEPENDENCY_FILES: &[&str] = &[
     "gradle.lockfile",
     "gradle/wrapper/gradle-wrapper.properties",
 ];
+/// `ADDR:PORT` for `--listen`: an IP address (`0.0.0.0` for every interface, `127.0.0.1`, `[::]`)
+/// and a port; no host names, which would make the bound address depend on DNS.
+fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "`{text}` is not an address and port; give one like `0.0.0.0:9000` or \
+             `127.0.0.1:9000`"
+        )
+    })
+}
+
 /// A config file larger than this is refused unread.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
@@ -289,6 +304,8 @@ impl Settings {
             ("token_file", file.token_file.is_some()),
             ("ssh_key", file.ssh_key.is_some()),
             ("verify_signatures", file.verify_signatures.is_some()),
+            ("listen", file.listen.is_some()),
+            ("webhook_secret_file", file.webhook_secret_file.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
@@ -298,6 +315,23 @@ impl Settings {
         let every = match &command {
             CliCommand::Watch(args) => Some(args.every.clone()),
             _ => None,
+        };
+        let (listen_flag, secret_flag) = match &command {
+            CliCommand::Watch(args) => (
+                args.listen
+                    .as_deref()
+                    .map(parse_listen)
+                    .transpose()
+                    .map_err(|problem| Failure::usage(format!("--listen: {problem}")))?,
+                args.webhook_secret_file
+                    .clone()
+                    .map(|path| check_path("webhook secret file", path))
+                    .transpose()
+                    .map_err(|problem| {
+                        Failure::usage(format!("--webhook-secret-file: {problem}"))
+                    })?,
+            ),
+            _ => (None, None),
         };
         let is_watch = every.is_some();
         let entrypoint = match &command {
@@ -338,6 +372,14 @@ impl Settings {
             };
 
         let verify_signatures = verify_signatures(&flags, &file);
+        // Like `every`, read only by `watch`.
+        let (listen, webhook_secret_file) = match is_watch {
+            true => (
+                listen_flag.or(file.listen),
+                secret_flag.or(file.webhook_secret_file.clone()),
+            ),
+            false => (None, None),
+        };
         Ok(Settings {
             command,
             repo: entrypoint_dir
@@ -402,6 +444,8 @@ impl Settings {
             ssh_key: flags.ssh_key.or(file.ssh_key),
             token_file: flags.token_file.or(file.token_file),
             verify_signatures,
+            listen,
+            webhook_secret_file,
             watch,
             entrypoint,
         })
@@ -495,6 +539,10 @@ struct Layer {
     verify_mode: Option<VerifyMode>,
     /// File only (the flag belongs to `watch` and is read in [`Settings::resolve`]).
     every: Option<Duration>,
+    /// File only, as `every`.
+    listen: Option<std::net::SocketAddr>,
+    /// File only, as `every`.
+    webhook_secret_file: Option<PathBuf>,
 }
 
 /// On when the file turns it on or a flag names a key file; each file from the flag, else the
@@ -627,6 +675,8 @@ impl Layer {
                 .map_err(flag("--gpg-keyring"))?,
             verify_mode: None,
             every: None,
+            listen: None,
+            webhook_secret_file: None,
         })
     }
 }
@@ -644,7 +694,7 @@ pub fn output_from_flags(cli: &Cli) -> OutputFormat {
 
 /// The keys a config file may hold, in the order the help lists them. Kept equal to
 /// [`RawConfig`]'s fields by a test.
-pub(crate) const CONFIG_KEYS: [&str; 26] = [
+pub(crate) const CONFIG_KEYS: [&str; 28] = [
     "repo",
     "remote",
     "branch",
@@ -671,6 +721,8 @@ pub(crate) const CONFIG_KEYS: [&str; 26] = [
     "token_file",
     "verify_signatures",
     "every",
+    "listen",
+    "webhook_secret_file",
 ];
 
 /// The config file's values as written, type-checked by serde but not yet validated. A key set to
@@ -712,6 +764,8 @@ struct RawConfig {
     verify_signatures: Option<RawVerify>,
     #[serde(default, deserialize_with = "duration_text")]
     every: Option<String>,
+    listen: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
 }
 
 /// The config's `verify_signatures` as written: a switch, or a mapping that turns it on.
@@ -1107,6 +1161,18 @@ impl ConfigFile {
                 .map(parse_interval)
                 .transpose()
                 .map_err(self.key_error("every"))?,
+            listen: raw
+                .listen
+                .as_deref()
+                .map(parse_listen)
+                .transpose()
+                .map_err(self.key_error("listen"))?,
+            webhook_secret_file: raw
+                .webhook_secret_file
+                .as_deref()
+                .map(|path| self.path(path))
+                .transpose()
+                .map_err(self.key_error("webhook_secret_file"))?,
         })
     }
 
@@ -1914,6 +1980,8 @@ mod tests {
                 ssh_key: None,
                 token_file: None,
                 verify_signatures: None,
+                listen: None,
+                webhook_secret_file: None,
                 watch: None,
                 entrypoint: None,
             }
@@ -2530,7 +2598,7 @@ mod tests {
                  expected one of: repo, \
                  remote, branch, compose_command, compose_files, project_name, services, \
                  restart_timeout, rebuild_policy, health_timeout, health_settle, rollback, \
-                 detailed_exitcode, output, quiet, verbose, ignore, dependency_files, hooks, timeout, splay, metrics_file, ssh_key, token_file, verify_signatures, every",
+                 detailed_exitcode, output, quiet, verbose, ignore, dependency_files, hooks, timeout, splay, metrics_file, ssh_key, token_file, verify_signatures, every, listen, webhook_secret_file",
                 file.path.display()
             )
         );

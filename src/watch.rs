@@ -5,17 +5,28 @@
 //! sleeping. Every sleep is cut into short steps that look at gix's interrupt flag (set by the
 //! first SIGTERM, SIGINT, SIGHUP or SIGQUIT, see `main`), so that a signal ends a sleep within
 //! [`POLL`], and a signal during a run ends the loop once that run has been reported.
+//!
+//! A run can also be asked for at once: by SIGUSR1 (for a host-side hook, or `docker kill -s
+//! USR1`) and, with `--listen`, by a verified push webhook ([`crate::webhook`]). Requests only
+//! set [`RUN_NOW`]; the loop clears it as a run starts, so any number of requests that arrive
+//! during a run lead to exactly one more run.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::exit::{fail, ExitCode};
 use crate::report::{self, Outcome, Style};
 use crate::settings::{Command, Settings};
-use crate::{metrics, run};
+use crate::webhook::{self, LastRun, LoopState};
+use crate::{checkout, metrics, run};
 
 /// How often a sleep looks at the interrupt flag.
 const POLL: Duration = Duration::from_millis(50);
+
+/// Set by SIGUSR1 and by a verified push webhook: start the next run now.
+static RUN_NOW: AtomicBool = AtomicBool::new(false);
 
 /// One run or check (or `status`) as cron starts it; returns the exit code.
 pub fn once(settings: &Settings, style: Style) -> i32 {
@@ -35,6 +46,11 @@ pub fn once(settings: &Settings, style: Style) -> i32 {
 /// loop goes on. Returns the exit code of the loop: 0, since only a signal ends it.
 pub fn watch(settings: &Settings, style: Style) -> i32 {
     let every = settings.watch.expect("called for `watch` only");
+    let state = Arc::new(Mutex::new(LoopState::default()));
+    if let Err(code) = start_listener(settings, style, &state) {
+        return code;
+    }
+    run_on_sigusr1();
     note(
         settings,
         format_args!(
@@ -45,16 +61,88 @@ pub fn watch(settings: &Settings, style: Style) -> i32 {
     );
     loop {
         let started = Instant::now();
-        if !splay(settings) {
+        // Requests from now on ask for the run after this one.
+        let asked = RUN_NOW.swap(false, Ordering::SeqCst);
+        // An asked-for run skips the splay: the push is there now, for this host alone.
+        if gix::interrupt::is_triggered() || (!asked && !splay(settings)) {
             break;
         }
-        reported(settings, style, |outcome| run::execute(settings, outcome));
-        if !sleep_until(started + every) {
+        let mut outcome = Outcome::new(settings.command);
+        let result = run::execute(settings, &mut outcome);
+        let code = report::finish(&outcome, &result, style);
+        let previous = state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .metrics
+            .clone();
+        let snapshot = match &settings.metrics_file {
+            Some(path) => {
+                metrics::record(path, settings, &outcome, code);
+                metrics::snapshot(path, settings, &outcome, code)
+            }
+            None => metrics::snapshot_after(previous.as_deref(), settings, &outcome, code),
+        };
+        *state.lock().unwrap_or_else(|e| e.into_inner()) = LoopState {
+            last_run: Some(LastRun {
+                exit_code: code,
+                result: report::result_word(&outcome, &result).to_string(),
+                finished: SystemTime::now(),
+            }),
+            metrics: Some(metrics::render(&snapshot)),
+        };
+        if sleep_until(started + every) == Woken::Signal {
             break;
         }
     }
     note(settings, format_args!("stopped watching: a signal came"));
     0
+}
+
+/// `--listen`: the webhook, health and metrics endpoint; `Err(exit code)` when it cannot start.
+fn start_listener(
+    settings: &Settings,
+    style: Style,
+    state: &Arc<Mutex<LoopState>>,
+) -> Result<(), i32> {
+    let Some(addr) = settings.listen else {
+        return Ok(());
+    };
+    let for_branch = settings.clone();
+    let followed: webhook::FollowedBranch = Arc::new(move || {
+        // The checkout's followed branch, as the run resolves it (its upstream by default).
+        checkout::open(&for_branch)
+            .ok()
+            .map(|c| c.remote_branch.clone())
+    });
+    let started = webhook::start(
+        addr,
+        settings.webhook_secret_file.as_deref(),
+        Arc::clone(state),
+        followed,
+        Arc::new(|| RUN_NOW.store(true, Ordering::SeqCst)),
+    );
+    match started {
+        Ok(bound) => {
+            note(settings, format_args!("listening on {bound}"));
+            Ok(())
+        }
+        Err(err) => Err(reported(settings, style, |_| Err(err))),
+    }
+}
+
+/// SIGUSR1 sets [`RUN_NOW`] (an atomic store: safe in a signal handler).
+fn run_on_sigusr1() {
+    extern "C" fn on_usr1(_: libc::c_int) {
+        RUN_NOW.store(true, Ordering::SeqCst);
+    }
+    // SAFETY: the handler only stores to an atomic; SA_RESTART keeps system calls going.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut());
+    }
 }
 
 /// Runs `work` with a fresh outcome, prints its report and, for a run or check, writes the
@@ -83,18 +171,32 @@ fn splay(settings: &Settings) -> bool {
         settings,
         format_args!("sleeping {:.3}s first (splay)", pause.as_secs_f64()),
     );
-    sleep_until(Instant::now() + pause)
+    sleep_until(Instant::now() + pause) != Woken::Signal
 }
 
-/// Sleeps until `until` in steps of [`POLL`]; false as soon as a signal has come.
-fn sleep_until(until: Instant) -> bool {
+/// Why a sleep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woken {
+    /// The time came.
+    Time,
+    /// A run was asked for ([`RUN_NOW`]).
+    RunNow,
+    /// SIGTERM, SIGINT, SIGHUP or SIGQUIT.
+    Signal,
+}
+
+/// Sleeps until `until` in steps of [`POLL`], or until a run is asked for, or a signal comes.
+fn sleep_until(until: Instant) -> Woken {
     loop {
         if gix::interrupt::is_triggered() {
-            return false;
+            return Woken::Signal;
+        }
+        if RUN_NOW.load(Ordering::SeqCst) {
+            return Woken::RunNow;
         }
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return true;
+            return Woken::Time;
         }
         std::thread::sleep(left.min(POLL));
     }
@@ -140,7 +242,7 @@ mod tests {
     #[test]
     fn sleep_until_sleeps_until_then() {
         let start = Instant::now();
-        assert!(sleep_until(start + Duration::from_millis(120)));
+        assert_eq!(sleep_until(start + Duration::from_millis(120)), Woken::Time);
         let took = start.elapsed();
         assert!(
             took >= Duration::from_millis(120) && took < Duration::from_millis(600),
@@ -148,7 +250,7 @@ mod tests {
         );
         // A moment already past: no sleep at all.
         let start = Instant::now();
-        assert!(sleep_until(start - Duration::from_millis(1)));
+        assert_eq!(sleep_until(start - Duration::from_millis(1)), Woken::Time);
         assert!(start.elapsed() < Duration::from_millis(50));
     }
 }

@@ -18,6 +18,7 @@ mod first_day;
 mod hooks;
 mod hostile;
 mod lfs;
+mod listen;
 mod lock;
 mod ops;
 mod output;

@@ -511,14 +511,14 @@ fn timeout_is_accepted_and_validated() {
 // ----- watch -----
 
 /// A running `pullstart watch`, its stdout read line by line on a thread.
-struct Watch {
-    child: KillOnDrop,
+pub(crate) struct Watch {
+    pub(crate) child: KillOnDrop,
     lines: Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Watch {
-    fn start(t: &Fixture, args: &[&str]) -> Watch {
+    pub(crate) fn start(t: &Fixture, args: &[&str]) -> Watch {
         let mut child = t.spawn(args);
         let stdout = child.stdout.take().unwrap();
         let (send, lines) = mpsc::channel();
@@ -539,7 +539,7 @@ impl Watch {
 
     /// The next stdout line, within `timeout`.
     #[track_caller]
-    fn next_line(&mut self, timeout: Duration) -> String {
+    pub(crate) fn next_line(&mut self, timeout: Duration) -> String {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => {
                 self.seen.push(line.clone());
@@ -551,7 +551,7 @@ impl Watch {
 
     /// The next JSON object on stdout.
     #[track_caller]
-    fn next_json(&mut self, timeout: Duration) -> serde_json::Value {
+    pub(crate) fn next_json(&mut self, timeout: Duration) -> serde_json::Value {
         let line = self.next_line(timeout);
         let value: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -561,7 +561,7 @@ impl Watch {
 
     /// JSON objects until one whose `result` is `result`; returns it.
     #[track_caller]
-    fn json_until(&mut self, result: &str, timeout: Duration) -> serde_json::Value {
+    pub(crate) fn json_until(&mut self, result: &str, timeout: Duration) -> serde_json::Value {
         let start = Instant::now();
         loop {
             let left = timeout.saturating_sub(start.elapsed());
@@ -575,7 +575,10 @@ impl Watch {
     /// Sends SIGTERM, waits for the exit (at most `timeout`); returns the exit code, the time it
     /// took, the remaining stdout lines and stderr.
     #[track_caller]
-    fn terminate(mut self, timeout: Duration) -> (Option<i32>, Duration, Vec<String>, String) {
+    pub(crate) fn terminate(
+        mut self,
+        timeout: Duration,
+    ) -> (Option<i32>, Duration, Vec<String>, String) {
         let signalled = term(&self.child.0);
         let (code, _, stderr) = wait_output(&mut self.child.0, timeout);
         let took = signalled.elapsed();
