@@ -25,6 +25,7 @@ mod policies;
 mod refusals;
 mod restart;
 mod select;
+mod selection_shapes;
 mod soak;
 mod transport;
 mod transport_remote;
