@@ -336,13 +336,8 @@ pub fn dockerfile_sources(dockerfile: &str) -> Option<Patterns> {
     for instruction in instructions(dockerfile)? {
         let (word, args) = split_word(&instruction);
         match word.to_ascii_uppercase().as_str() {
-            "FROM" => {
-                // `ONBUILD COPY` triggers of such a base image copy sources this file never
-                // names.
-                if args.to_ascii_lowercase().contains("onbuild") {
-                    return None;
-                }
-            }
+            // `ONBUILD COPY` triggers of such a base image copy sources this file never names.
+            "FROM" if args.to_ascii_lowercase().contains("onbuild") => return None,
             "COPY" | "ADD" => sources.extend(copy_sources(args)?),
             "RUN" => sources.extend(bind_mount_sources(args)?),
             _ => {}

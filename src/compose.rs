@@ -1,5 +1,7 @@
 //! What the compose project says about the checkout: which services bind-mount, build from,
-//! read env files from or watch which paths inside it, and which files define the project.
+//! read env files from or watch which paths inside it, which anonymous volumes they keep, and
+//! which files define the project. For each build, what of its context reaches the image is read
+//! from the context's ignore file and Dockerfile (`build_context`).
 //!
 //! The project is learnt from `<compose> config` (read-only), so override files, profiles,
 //! `extends` and variable interpolation are already resolved by compose itself. Both Compose v2

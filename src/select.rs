@@ -6,15 +6,17 @@
 //! 1. `--services` (or `services:` as a list): exactly those, restarted, in that order (the
 //!    contract's "services to restart"; the compose project is not read, so nothing raises it);
 //! 2. the config's path rules (`services:` as a map of globs);
-//! 3. the compose project: `develop.watch` where a service declares it, else its bind-mount
-//!    sources, build context and env files inside the checkout;
+//! 3. the compose project: `develop.watch` (or `x-develop.watch`) where a service declares it,
+//!    else its bind-mount sources, build context and env files inside the checkout;
 //! 4. the compose project could not be read: every service (`restart` with no names).
 //!
 //! Whether rules or the compose project picked the services, what the project says raises the
-//! action: a changed
-//! compose file recreates every service, a changed env file recreates its services, a changed
-//! Dockerfile or dependency manifest in a build context rebuilds, and a changed file that a
-//! service bind-mounts on its own restarts that service (the container keeps the old inode).
+//! action: a changed compose file recreates every service, a changed env file recreates its
+//! services, a changed Dockerfile, ignore file or dependency manifest that reaches the image
+//! rebuilds the services that build from it (with `--renew-anon-volumes` where an anonymous
+//! volume would keep the old dependencies), and a changed file that a service bind-mounts on its
+//! own restarts that service (the container keeps the old inode). What reaches an image is
+//! decided in `build_context`.
 
 use gix::bstr::{BStr, BString, ByteSlice};
 use globset::GlobSet;

@@ -1558,7 +1558,10 @@ fn a_dependency_rebuild_renews_the_anonymous_volume_that_holds_them() {
     );
     let volume1 = anonymous_volume(&t, &web1, "/app/deps");
     volumes.push(volume1.clone());
-    assert_ne!(volume1, volume0, "{TEST}: the anonymous volume was not renewed");
+    assert_ne!(
+        volume1, volume0,
+        "{TEST}: the anonymous volume was not renewed"
+    );
 
     // Code the image copies: rebuilt, the volume kept.
     let tip = t.push(&[("build.txt", "build=2\n")], "build 2");
