@@ -537,7 +537,6 @@ fn as_path(path: &BStr) -> &std::path::Path {
 mod tests {
     use super::*;
     use crate::build_context::{Patterns, Reach};
-    use crate::compose::{Bind, Build, Watch};
 
     fn globs(patterns: &[&str]) -> GlobSet {
         crate::settings::compile_globs(&patterns.iter().map(|s| s.to_string()).collect::<Vec<_>>())

@@ -425,6 +425,16 @@ fn a_dependency_rebuild_renews_anonymous_volumes_and_a_code_change_does_not() {
             .replace(path_str(&t.checkout), "{CO}"),
     );
     t.push_files(&[("package.json", "{\"dependencies\": {\"b\": \"1\"}}\n")]);
+    // Under `rebuild_policy: stop`, the message names the commands the allowed run will make.
+    let stopped = t.run_mapped(&["run", "--rebuild-policy", "stop"]);
+    stopped.code(8);
+    let line = stopped.error_line();
+    assert!(
+        line.contains("up -d --build --no-deps --renew-anon-volumes web; ")
+            && line.contains("up -d --build --no-deps worker"),
+        "{line}"
+    );
+    assert!(t.action_calls().is_empty(), "{:?}", t.action_calls());
     t.run_mapped(&["run"]).code(0);
     assert_eq!(
         t.action_calls(),
@@ -432,5 +442,39 @@ fn a_dependency_rebuild_renews_anonymous_volumes_and_a_code_change_does_not() {
             "up -d --build --no-deps --renew-anon-volumes web".to_string(),
             "up -d --build --no-deps worker".to_string(),
         ]
+    );
+}
+
+// ----- a project compose cannot read -----
+
+/// A missing `env_file`: the real `compose config` fails, and JSON says what text says (all
+/// services, and why) rather than an empty "nothing to do".
+#[test]
+fn a_project_compose_cannot_read_says_all_services_in_json_as_in_text() {
+    if !compose_ready("a_project_compose_cannot_read_says_all_services_in_json_as_in_text") {
+        return;
+    }
+    let t = Fixture::with_files(&[
+        (
+            "compose.yaml",
+            "services:\n  web:\n    image: nginx:1.27\n    env_file: missing.env\n    volumes:\n      - ./web:/app\n",
+        ),
+        ("web/index.html", "v1\n"),
+    ]);
+    t.push_files(&[("web/index.html", "v2\n")]);
+    let args = ["check", "--compose-command", "docker compose"];
+    let text = t.run_mapped(&args);
+    text.code(0);
+    text.stdout_contains("would restart all services: the compose project could not be read");
+    let out = t.run_mapped(&[&args[..], &["--output", "json"]].concat());
+    out.code(0);
+    let v = out.json();
+    assert_eq!(v["all_services"], true, "{v}");
+    assert_eq!(v["actions"][0]["service"], "*", "{v}");
+    assert_eq!(v["actions"][0]["action"], "restart", "{v}");
+    let why = v["actions"][0]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("could not be read") && why.contains("missing.env"),
+        "{v}"
     );
 }
