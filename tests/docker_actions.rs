@@ -9,6 +9,9 @@
 //! - health failure: a container that exits on start (or turns unhealthy) fails the run with 6;
 //! - rollback: the checkout and the container are back on the deployed commit;
 //! - hooks: run from a host-side config with the run's facts, refused from inside the checkout.
+//! - real shapes: a dependency rebuild renews the anonymous volume that holds the dependencies
+//!   (a new volume name, the new content), a code rebuild keeps it; a `develop.watch` `sync` path
+//!   only the image holds rebuilds; in a shared context each Dockerfile rebuilds its own service.
 //!
 //! Unlike `tests/docker.rs` (the seed's layout: the whole checkout mounted at `/app` by an
 //! ignored override), here the committed `docker-compose.yml` itself declares per-service bind
@@ -1591,4 +1594,71 @@ fn a_dependency_rebuild_renews_the_anonymous_volume_that_holds_them() {
             Duration::from_secs(30),
         );
     }
+}
+
+/// Two services built from one shared context, one Dockerfile each; `api` also declares
+/// `develop.watch` with `sync` on code its image COPYs and no bind mount covers. A code change
+/// there rebuilds `api` (a restart would run the old image's code again) and leaves `worker`
+/// alone; a change of worker's Dockerfile rebuilds `worker` alone.
+#[test]
+fn a_synced_path_only_the_image_holds_rebuilds_and_each_dockerfile_its_own_service() {
+    const TEST: &str =
+        "a_synced_path_only_the_image_holds_rebuilds_and_each_dockerfile_its_own_service";
+    require_docker!(TEST);
+    let built = |name: &str, dockerfile: &str, body: &str| {
+        format!(
+            "  {name}:\n    build:\n      context: .\n      dockerfile: {dockerfile}\n      network: none\n    pull_policy: never\n    network_mode: none\n    init: true\n{body}"
+        )
+    };
+    let api_watch = "    develop:\n      watch:\n        - path: ./api\n          action: sync\n          target: /app\n";
+    let compose = format!(
+        "services:\n{}{}",
+        built(
+            "api",
+            "api.Dockerfile",
+            &format!("{api_watch}{}", sh("cat /app/msg.txt"))
+        ),
+        built("worker", "worker.Dockerfile", &sh("cat /step.txt")),
+    );
+    let worker_dockerfile = |step: &str| {
+        format!(
+            "FROM {}\nCOPY worker/ /worker/\nRUN echo {step} > /step.txt\n",
+            image()
+        )
+    };
+    let files = vec![
+        ("docker-compose.yml", compose),
+        (
+            "api.Dockerfile",
+            format!("FROM {}\nCOPY api/ /app/\n", image()),
+        ),
+        ("worker.Dockerfile", worker_dockerfile("step-v1")),
+        ("api/msg.txt", "api v1\n".into()),
+        ("worker/job.txt", "job v1\n".into()),
+    ];
+    let t = Fixture::new(
+        TEST,
+        "watchimg",
+        &files,
+        &[("api", "api v1"), ("worker", "step-v1")],
+    );
+    let (api0, worker0) = (t.container("api"), t.container("worker"));
+
+    let tip = t.push(&[("api/msg.txt", "api v2\n")], "api v2");
+    let ran = t.pullstart("run", &[]);
+    let summary = t.assert_updated(&ran, &tip);
+    assert_eq!(acted(&summary, "rebuilt"), ["api"], "{}", ran.show());
+    let api1 = t.assert_recreated(&api0, "api", "api v2");
+    assert_ne!(api1.image, api0.image, "{TEST}: api runs its old image");
+    t.assert_untouched(&worker0, "worker");
+
+    let tip = t.push(
+        &[("worker.Dockerfile", &worker_dockerfile("step-v2"))],
+        "step v2",
+    );
+    let ran = t.pullstart("run", &[]);
+    let summary = t.assert_updated(&ran, &tip);
+    assert_eq!(acted(&summary, "rebuilt"), ["worker"], "{}", ran.show());
+    t.assert_recreated(&worker0, "worker", "step-v2");
+    t.assert_untouched(&api1, "api");
 }
