@@ -467,12 +467,9 @@ fn instructions(text: &str) -> Option<Vec<String>> {
             None => {
                 current.push_str(trimmed);
                 for terminator in heredoc_terminators(&current) {
-                    for body in lines.by_ref() {
-                        if body.trim_start_matches('\t') == terminator || body.trim() == terminator
-                        {
-                            break;
-                        }
-                    }
+                    // A `<<` that opens no here-document must not swallow the instructions after
+                    // it: without its terminator, the Dockerfile is not read.
+                    lines.by_ref().find(|body| body.trim() == terminator)?;
                 }
                 out.push(std::mem::take(&mut current));
             }
@@ -665,5 +662,10 @@ mod tests {
         assert_eq!(dockerfile_sources("FROM node:8-onbuild\n"), None);
         assert_eq!(dockerfile_sources("# escape=|\nFROM x\n"), None);
         assert_eq!(dockerfile_sources("FROM x\nCOPY \"unterminated /a\n"), None);
+        // A `<<` without its terminator would hide every instruction after it.
+        assert_eq!(
+            dockerfile_sources("FROM x\nRUN echo 'a<<b'\nCOPY src /app\n"),
+            None
+        );
     }
 }
