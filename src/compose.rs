@@ -1,5 +1,7 @@
 //! What the compose project says about the checkout: which services bind-mount, build from,
-//! read env files from or watch which paths inside it, and which files define the project.
+//! read env files from or watch which paths inside it, which anonymous volumes they keep, and
+//! which files define the project. For each build, what of its context reaches the image is read
+//! from the context's ignore file and Dockerfile (`build_context`).
 //!
 //! The project is learnt from `<compose> config` (read-only), so override files, profiles,
 //! `extends` and variable interpolation are already resolved by compose itself. Both Compose v2
@@ -22,6 +24,7 @@ use anyhow::{bail, Context};
 use gix::bstr::BString;
 use serde_yaml::Value;
 
+use crate::build_context::{self, Reach};
 use crate::health::strip_escapes;
 
 /// The compose project, as far as the checkout is concerned.
@@ -47,8 +50,12 @@ pub struct Service {
     pub build: Option<Build>,
     /// Repo-relative, only those inside the checkout.
     pub env_files: Vec<BString>,
-    /// `develop.watch` entries whose path lies inside the checkout.
+    /// `develop.watch` (or the older `x-develop.watch`) entries whose path lies inside the
+    /// checkout.
     pub watch: Vec<Watch>,
+    /// The targets of anonymous volumes (`- /app/node_modules`): they keep what an older image
+    /// put there across a recreate.
+    pub anonymous_volumes: Vec<String>,
     /// A healthcheck is present and not disabled.
     pub has_healthcheck: bool,
 }
@@ -60,13 +67,19 @@ pub struct Bind {
     pub target: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Build {
     /// Repo-relative, "" = the root of the checkout.
     pub context: BString,
     /// Repo-relative path of the Dockerfile; empty when it is not a file inside the checkout
     /// (`dockerfile_inline`, or a Dockerfile outside).
     pub dockerfile: BString,
+    /// Repo-relative ignore files whose change changes what the build is sent: the Dockerfile's
+    /// own `<Dockerfile>.dockerignore` and, while that does not exist, the context's
+    /// `.dockerignore`.
+    pub ignore_files: Vec<BString>,
+    /// Which files of the context can reach the image.
+    pub reach: Reach,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +122,8 @@ pub struct Watch {
     pub action: WatchAction,
     /// Patterns relative to `path`, as compose gives them.
     pub ignore: Vec<String>,
+    /// Where it was declared: `develop` or `x-develop`.
+    pub section: &'static str,
 }
 
 /// Run `<prefix> config` (read-only) in `workdir` and parse it. `timeout` bounds each compose
@@ -120,7 +135,7 @@ pub fn read(prefix: &[String], workdir: &Path, timeout: Duration) -> anyhow::Res
     let yaml = run_compose(prefix, &["config"], workdir, timeout)?;
     let files = DefinitionFiles::find(prefix, workdir);
     let definition_files = files.repo_relative(workdir);
-    let mut project = parse(&yaml, workdir, definition_files)?;
+    let mut project = parse_in(&yaml, workdir, &files.project_dir, definition_files)?;
 
     // `config` folds env files into `environment`; find them another way, but only when a
     // compose file mentions them at all (no extra work for the common project without any).
@@ -148,13 +163,29 @@ pub fn read(prefix: &[String], workdir: &Path, timeout: Duration) -> anyhow::Res
 
 /// Parse `config` output (Compose v2 or v1). `workdir` is the checkout's absolute path; paths
 /// outside it are dropped. `definition_files` are passed through (config output lacks them).
+#[cfg(test)]
 pub fn parse(
     yaml: &str,
     workdir: &Path,
     definition_files: Vec<BString>,
 ) -> anyhow::Result<Project> {
+    parse_in(yaml, workdir, workdir, definition_files)
+}
+
+/// [`parse`] for a project whose directory is `project_dir`: compose leaves the paths of
+/// extension keys (`x-develop`) as written, relative to it.
+fn parse_in(
+    yaml: &str,
+    workdir: &Path,
+    project_dir: &Path,
+    definition_files: Vec<BString>,
+) -> anyhow::Result<Project> {
     let doc: Value = serde_yaml::from_str(yaml).context("compose config output is not YAML")?;
     let root = Root::new(workdir);
+    let project_root = Root {
+        base: project_dir.to_path_buf(),
+        ..root.clone()
+    };
     let services = match doc.get("services") {
         // Compose always prints `services:`; empty or other output (a stand-in, a wrapper's
         // chatter) is no project, so that a run restarts all services rather than none.
@@ -168,7 +199,7 @@ pub fn parse(
                         "compose config output has a service name that is not a string: {name:?}"
                     );
                 };
-                out.push(parse_service(name, def, &doc, &root));
+                out.push(parse_service(name, def, &doc, &root, &project_root));
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
             out
@@ -181,7 +212,13 @@ pub fn parse(
     })
 }
 
-fn parse_service(name: &str, def: &Value, doc: &Value, root: &Root) -> Service {
+fn parse_service(
+    name: &str,
+    def: &Value,
+    doc: &Value,
+    root: &Root,
+    project_root: &Root,
+) -> Service {
     let mut service = Service {
         name: name.to_string(),
         ..Service::default()
@@ -189,6 +226,10 @@ fn parse_service(name: &str, def: &Value, doc: &Value, root: &Root) -> Service {
 
     // Volumes: long syntax (v2 always, v1 when written so) or short syntax (v1).
     for volume in seq(def.get("volumes")) {
+        if let Some(target) = anonymous_volume(volume) {
+            service.anonymous_volumes.push(target);
+            continue;
+        }
         let (source, target) = match volume {
             Value::String(short) => match parse_short_volume(short) {
                 Some(pair) => pair,
@@ -244,29 +285,7 @@ fn parse_service(name: &str, def: &Value, doc: &Value, root: &Root) -> Service {
     service.build = parse_build(def.get("build"), root);
     service.env_files = parse_env_files(def.get("env_file"), root);
 
-    if let Some(watch) = def.get("develop").and_then(|d| d.get("watch")) {
-        for entry in seq(Some(watch)) {
-            let (Some(path), Some(action)) =
-                (str_of(entry.get("path")), str_of(entry.get("action")))
-            else {
-                continue;
-            };
-            let Some(action) = WatchAction::parse(action) else {
-                continue; // an action this version does not know: not ours to guess
-            };
-            let Some(path) = root.relative(Path::new(path)) else {
-                continue;
-            };
-            let ignore = seq(entry.get("ignore"))
-                .filter_map(|p| str_of(Some(p)).map(str::to_string))
-                .collect();
-            service.watch.push(Watch {
-                path,
-                action,
-                ignore,
-            });
-        }
-    }
+    service.watch = parse_watch(def, root, project_root);
 
     service.has_healthcheck = match def.get("healthcheck") {
         None | Some(Value::Null) => false,
@@ -285,13 +304,62 @@ fn parse_service(name: &str, def: &Value, doc: &Value, root: &Root) -> Service {
     service
 }
 
+/// `develop.watch`, else `x-develop.watch`: compose still honours the older spelling, and
+/// leaves its paths as written (relative to the project directory) in `config` output.
+fn parse_watch(def: &Value, root: &Root, project_root: &Root) -> Vec<Watch> {
+    let (section, watch, root) = match (def.get("develop"), def.get("x-develop")) {
+        (Some(develop), _) => ("develop", develop.get("watch"), root),
+        (None, Some(legacy)) => ("x-develop", legacy.get("watch"), project_root),
+        (None, None) => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for entry in seq(watch) {
+        let (Some(path), Some(action)) = (str_of(entry.get("path")), str_of(entry.get("action")))
+        else {
+            continue;
+        };
+        let Some(action) = WatchAction::parse(action) else {
+            continue; // an action this version does not know: not ours to guess
+        };
+        let Some(path) = root.relative(Path::new(path)) else {
+            continue;
+        };
+        let ignore = seq(entry.get("ignore"))
+            .filter_map(|p| str_of(Some(p)).map(str::to_string))
+            .collect();
+        out.push(Watch {
+            path,
+            action,
+            ignore,
+            section,
+        });
+    }
+    out
+}
+
+/// The target of an anonymous volume: long syntax `{type: volume, target}` without a source
+/// (Compose v2), or a short `/target` alone (v1).
+fn anonymous_volume(volume: &Value) -> Option<String> {
+    match volume {
+        Value::String(short) => {
+            (short.starts_with('/') && !short.contains(':')).then(|| short.clone())
+        }
+        Value::Mapping(_) => {
+            let anonymous = str_of(volume.get("type")) == Some("volume")
+                && str_of(volume.get("source")).is_none_or(str::is_empty);
+            anonymous.then(|| str_of(volume.get("target")).map(str::to_string))?
+        }
+        _ => None,
+    }
+}
+
 fn parse_build(build: Option<&Value>, root: &Root) -> Option<Build> {
     let (context, dockerfile, inline) = match build? {
-        Value::String(context) => (context.as_str(), None, false),
+        Value::String(context) => (context.as_str(), None, None),
         build @ Value::Mapping(_) => (
             str_of(build.get("context")).unwrap_or("."),
             str_of(build.get("dockerfile")),
-            build.get("dockerfile_inline").is_some(),
+            str_of(build.get("dockerfile_inline")),
         ),
         _ => return None,
     };
@@ -300,15 +368,28 @@ fn parse_build(build: Option<&Value>, root: &Root) -> Option<Build> {
     }
     let context_abs = root.resolve(Path::new(context));
     let context_rel = root.relative_resolved(&context_abs)?;
-    let dockerfile = if inline {
-        BString::default()
-    } else {
-        let file = context_abs.join(dockerfile.unwrap_or("Dockerfile"));
-        root.relative(&file).unwrap_or_default()
+    let dockerfile_abs = inline
+        .is_none()
+        .then(|| context_abs.join(dockerfile.unwrap_or("Dockerfile")));
+    let text = match (&dockerfile_abs, inline) {
+        (_, Some(inline)) => Some(inline.to_string()),
+        (Some(file), None) => std::fs::read_to_string(file).ok(),
+        (None, None) => None,
     };
+    let (ignore_files, ignore, sources) =
+        build_context::inspect(&context_abs, dockerfile_abs.as_deref(), text.as_deref());
+    let relative = |file: &Path| root.relative(file).filter(|rel| !rel.is_empty());
     Some(Build {
         context: context_rel,
-        dockerfile,
+        dockerfile: dockerfile_abs
+            .as_deref()
+            .and_then(relative)
+            .unwrap_or_default(),
+        ignore_files: ignore_files.iter().filter_map(|f| relative(f)).collect(),
+        reach: Reach {
+            ignore: ignore.and_then(|(file, patterns)| Some((relative(&file)?, patterns))),
+            sources,
+        },
     })
 }
 
@@ -911,6 +992,7 @@ volumes:
             build: None,
             env_files: vec![],
             watch: vec![],
+            anonymous_volumes: vec![],
             has_healthcheck: true,
         }
     }
@@ -922,9 +1004,19 @@ volumes:
             build: Some(Build {
                 context: "worker".into(),
                 dockerfile: "worker/Dockerfile".into(),
+                ignore_files: vec![
+                    "worker/Dockerfile.dockerignore".into(),
+                    "worker/.dockerignore".into(),
+                ],
+                // `FROM x` copies nothing from the context.
+                reach: Reach {
+                    ignore: None,
+                    sources: Some(Default::default()),
+                },
             }),
             env_files: vec![],
             watch: vec![],
+            anonymous_volumes: vec![],
             has_healthcheck: false,
         }
     }
@@ -940,16 +1032,19 @@ volumes:
                 path: "src".into(),
                 action: WatchAction::Sync,
                 ignore: vec!["*.pyc".into()],
+                section: "develop",
             },
             Watch {
                 path: "requirements.txt".into(),
                 action: WatchAction::Rebuild,
                 ignore: vec![],
+                section: "develop",
             },
             Watch {
                 path: "config".into(),
                 action: WatchAction::SyncRestart,
                 ignore: vec![],
+                section: "develop",
             },
         ];
         assert_eq!(
@@ -965,7 +1060,9 @@ volumes:
     fn parses_compose_v1_output() {
         let f = fixture();
         let project = parse(&fill(V1, &f), &f.checkout, vec![]).unwrap();
-        assert_eq!(project.services, vec![expected_web(), expected_worker()]);
+        let mut web = expected_web();
+        web.anonymous_volumes = vec!["/anonymous".into()];
+        assert_eq!(project.services, vec![web, expected_worker()]);
     }
 
     #[test]
@@ -1059,21 +1156,27 @@ volumes:
             "a directory above the checkout is outside"
         );
         assert!(alpha.binds.is_empty());
+        let alpha_build = alpha.build.as_ref().unwrap();
         assert_eq!(
-            alpha.build,
-            Some(Build {
-                context: "".into(),
-                dockerfile: "".into()
-            })
+            (&alpha_build.context, &alpha_build.dockerfile),
+            (&"".into(), &"".into())
+        );
+        assert_eq!(
+            alpha_build.reach.sources,
+            Some(Default::default()),
+            "the inline Dockerfile is read"
         );
         assert_eq!(beta.build, None);
+        let gamma_build = gamma.build.as_ref().unwrap();
         assert_eq!(
-            gamma.build,
-            Some(Build {
-                context: "worker".into(),
-                dockerfile: "".into()
-            })
+            (&gamma_build.context, &gamma_build.dockerfile),
+            (&"worker".into(), &"".into())
         );
+        assert_eq!(
+            gamma_build.ignore_files,
+            vec![BString::from("worker/.dockerignore")]
+        );
+        assert_eq!(gamma_build.reach.sources, None, "no Dockerfile to read");
         assert!(!gamma.has_healthcheck);
         assert_eq!(
             delta.build.as_ref().unwrap().dockerfile,
@@ -1082,6 +1185,96 @@ volumes:
         assert!(
             delta.has_healthcheck,
             "a healthcheck that only tunes the image's own is still one"
+        );
+    }
+
+    #[test]
+    fn x_develop_anonymous_volumes_and_what_a_build_reads() {
+        let f = fixture();
+        let c = &f.checkout;
+        // The Dockerfile's own ignore file wins over the context's.
+        std::fs::create_dir_all(c.join("docker")).unwrap();
+        std::fs::write(c.join("docker/api.Dockerfile"), "FROM x\nCOPY api/ /srv/\n").unwrap();
+        std::fs::write(c.join("docker/api.Dockerfile.dockerignore"), "api/tests\n").unwrap();
+        std::fs::write(c.join(".dockerignore"), "*.md\n").unwrap();
+        // `config` output leaves x-develop as written: relative to the project directory.
+        let yaml = fill(
+            "services:
+  api:
+    build:
+      context: /CHECKOUT
+      dockerfile: docker/api.Dockerfile
+    volumes:
+      - type: volume
+        target: /srv/node_modules
+        volume: {}
+      - type: volume
+        source: data
+        target: /data
+    x-develop:
+      watch:
+        - path: ./api
+          action: sync+restart
+          target: /srv
+  web:
+    build: /CHECKOUT
+    develop:
+      watch:
+        - path: /CHECKOUT/web
+          action: sync
+    x-develop:
+      watch:
+        - path: ./ignored
+          action: rebuild
+",
+            &f,
+        );
+        let project = parse(&yaml, c, vec![]).unwrap();
+        let [api, web] = &project.services[..] else {
+            panic!()
+        };
+        assert_eq!(
+            api.watch,
+            vec![Watch {
+                path: "api".into(),
+                action: WatchAction::SyncRestart,
+                ignore: vec![],
+                section: "x-develop",
+            }]
+        );
+        assert_eq!(api.anonymous_volumes, vec!["/srv/node_modules".to_string()]);
+        let build = api.build.as_ref().unwrap();
+        assert_eq!(
+            build.ignore_files,
+            vec![BString::from("docker/api.Dockerfile.dockerignore")]
+        );
+        let reach = &build.reach;
+        assert_eq!(
+            reach.ignore.as_ref().unwrap().0,
+            "docker/api.Dockerfile.dockerignore"
+        );
+        assert!(reach.includes("api/main.py".into()));
+        assert!(
+            reach.includes("api/README.md".into()),
+            "the context's .dockerignore is not read"
+        );
+        assert!(!reach.includes("api/tests/t.py".into()));
+        assert!(!reach.includes("web/x".into()), "not a COPY source");
+        // `develop` wins over `x-develop`; without its own ignore file, the context's is read.
+        assert_eq!(web.watch.len(), 1);
+        assert_eq!(web.watch[0].section, "develop");
+        let build = web.build.as_ref().unwrap();
+        assert_eq!(
+            build.ignore_files,
+            vec![
+                BString::from("Dockerfile.dockerignore"),
+                BString::from(".dockerignore")
+            ]
+        );
+        assert!(!build.reach.includes("README.md".into()));
+        assert!(
+            build.reach.includes("docs/README.md".into()),
+            "no Dockerfile: every file counts"
         );
     }
 

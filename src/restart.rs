@@ -26,7 +26,8 @@ pub fn prefix(settings: &Settings) -> Vec<String> {
 
 /// The compose invocations that carry out `services`, strongest action first (a rebuild may
 /// take longest, and the services it rebuilds get nothing else):
-/// `up -d --build --no-deps A`, `up -d --no-deps B`, `restart C D`; `restart` alone for all.
+/// `up -d --build --no-deps [--renew-anon-volumes] A`, `up -d --no-deps B`, `restart C D`;
+/// `restart` alone for all.
 pub fn commands(settings: &Settings, services: &Services) -> Vec<Vec<String>> {
     let with = |tail: &[&str], names: Vec<String>| {
         let mut words = prefix(settings);
@@ -37,17 +38,32 @@ pub fn commands(settings: &Settings, services: &Services) -> Vec<Vec<String>> {
     match services {
         Services::Nothing { .. } => vec![],
         Services::All { .. } => vec![with(&["restart"], vec![])],
-        Services::Named(_) => [
-            (Action::Rebuild, &["up", "-d", "--build", "--no-deps"][..]),
-            (Action::Recreate, &["up", "-d", "--no-deps"][..]),
-            (Action::Restart, &["restart"][..]),
-        ]
-        .into_iter()
-        .filter_map(|(action, tail)| {
-            let names = services.with_action(action);
-            (!names.is_empty()).then(|| with(tail, names))
-        })
-        .collect(),
+        Services::Named(actions) => {
+            // `-V` applies to every service of one `up`: those that need it get their own.
+            let rebuild = |renew: bool| {
+                actions
+                    .iter()
+                    .filter(|a| a.action == Action::Rebuild && a.renew_anon_volumes == renew)
+                    .map(|a| a.name.clone())
+                    .collect::<Vec<_>>()
+            };
+            [
+                (
+                    &["up", "-d", "--build", "--no-deps", "--renew-anon-volumes"][..],
+                    rebuild(true),
+                ),
+                (&["up", "-d", "--build", "--no-deps"][..], rebuild(false)),
+                (
+                    &["up", "-d", "--no-deps"][..],
+                    services.with_action(Action::Recreate),
+                ),
+                (&["restart"][..], services.with_action(Action::Restart)),
+            ]
+            .into_iter()
+            .filter(|(_, names)| !names.is_empty())
+            .map(|(tail, names)| with(tail, names))
+            .collect()
+        }
     }
 }
 

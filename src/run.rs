@@ -691,12 +691,21 @@ fn refuse_unallowed_rebuild(settings: &Settings, plan: &Plan) -> anyhow::Result<
     fail(
         ExitCode::RebuildRequired,
         format!(
-            "rebuild required: image files changed for {}; nothing was touched; run `pullstart --allow-rebuild` to update and rebuild (`{} up -d --build --no-deps {}`)",
+            "rebuild required: image files changed for {}; nothing was touched; run `pullstart --allow-rebuild` to update and rebuild (`{}`)",
             what.join(", "),
-            restart::prefix(settings).join(" "),
-            rebuilds.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(" ")
+            rebuild_commands(settings, plan)
         ),
     )
+}
+
+/// The rebuild invocations a run would make (`... up -d --build --no-deps [-V] A`), `; `-joined.
+fn rebuild_commands(settings: &Settings, plan: &Plan) -> String {
+    restart::commands(settings, &plan.services)
+        .iter()
+        .filter(|words| words.iter().any(|w| w == "--build"))
+        .map(|words| words.join(" "))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn refuse_unsafe_paths(plan: &Plan) -> anyhow::Result<()> {

@@ -54,7 +54,7 @@ pub fn show(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
                 lines.push("pending:  nothing, up to date".into());
             } else {
                 outcome.success = Success::WouldUpdate;
-                lines.push(format!("pending:  {} changed paths", plan.changes.len()));
+                lines.push(pending_line(&plan.changed_paths));
                 lines.extend(
                     report::service_lines(&plan.services)
                         .into_iter()
@@ -85,6 +85,25 @@ pub fn show(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
     lines.extend(mapping_lines(settings, checkout));
     outcome.status_lines = lines;
     Ok(())
+}
+
+/// `pending:  2 changed paths: a.py, b.py`, at most a few named.
+fn pending_line(paths: &[gix::bstr::BString]) -> String {
+    const SHOWN: usize = 5;
+    let mut shown: Vec<String> = paths
+        .iter()
+        .take(SHOWN)
+        .map(|p| p.to_str_lossy().into_owned())
+        .collect();
+    if paths.len() > SHOWN {
+        shown.push(format!("(+{} more)", paths.len() - SHOWN));
+    }
+    let noun = if paths.len() == 1 { "path" } else { "paths" };
+    format!(
+        "pending:  {} changed {noun}: {}",
+        paths.len(),
+        shown.join(", ")
+    )
 }
 
 /// How changed paths map to services: the path rules, `--services`, or what the compose project
@@ -134,6 +153,38 @@ fn mapping_lines(settings: &Settings, checkout: &Checkout) -> Vec<String> {
     lines
 }
 
+/// Which files of a build context rebuild: the Dockerfile, the ignore files, and what else
+/// reaches the image where no bind mount covers it.
+fn rebuild_inputs(build: &compose::Build) -> String {
+    let files: Vec<String> = build
+        .ignore_files
+        .iter()
+        .map(|f| f.to_str_lossy().into_owned())
+        .collect();
+    let reach = match &build.reach.sources {
+        None => "any file not bind-mounted (the Dockerfile's sources could not be read)".into(),
+        Some(sources) if sources.is_empty() => "no other file (the Dockerfile reads none)".into(),
+        Some(sources) => format!(
+            "a file not bind-mounted that COPY/ADD reads ({})",
+            sources.list()
+        ),
+    };
+    let less = match &build.reach.ignore {
+        Some((file, patterns))
+            if !patterns.is_empty()
+                && build.reach.sources.as_ref().is_none_or(|s| !s.is_empty()) =>
+        {
+            format!(
+                ", less what {} excludes ({})",
+                file.to_str_lossy(),
+                patterns.list()
+            )
+        }
+        _ => String::new(),
+    };
+    format!("the Dockerfile; {}; {reach}{less}", files.join(", "))
+}
+
 fn describe(service: &compose::Service) -> String {
     let dir = |p: &gix::bstr::BString| {
         if p.is_empty() {
@@ -143,14 +194,16 @@ fn describe(service: &compose::Service) -> String {
         }
     };
     let mut parts = Vec::new();
-    if !service.watch.is_empty() {
-        for watch in &service.watch {
-            parts.push(format!(
-                "watch {} ({})",
-                dir(&watch.path),
-                watch.action.as_str()
-            ));
-        }
+    for watch in &service.watch {
+        // pullstart's action for the watched path itself, as for every other entry.
+        let (action, _) = crate::select::watch_action(service, watch.path.as_ref(), watch);
+        parts.push(format!(
+            "{}.watch {} ({}; compose: {})",
+            watch.section,
+            dir(&watch.path),
+            action.verb(),
+            watch.action.as_str()
+        ));
     }
     for bind in &service.binds {
         parts.push(format!(
@@ -161,9 +214,10 @@ fn describe(service: &compose::Service) -> String {
     }
     if let Some(build) = &service.build {
         parts.push(format!(
-            "build {} with {} (rebuild on dependency files)",
+            "build {} with {} (rebuild on: {})",
             dir(&build.context),
-            dir(&build.dockerfile)
+            dir(&build.dockerfile),
+            rebuild_inputs(build)
         ));
     }
     for env in &service.env_files {

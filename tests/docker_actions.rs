@@ -9,6 +9,9 @@
 //! - health failure: a container that exits on start (or turns unhealthy) fails the run with 6;
 //! - rollback: the checkout and the container are back on the deployed commit;
 //! - hooks: run from a host-side config with the run's facts, refused from inside the checkout.
+//! - real shapes: a dependency rebuild renews the anonymous volume that holds the dependencies
+//!   (a new volume name, the new content), a code rebuild keeps it; a `develop.watch` `sync` path
+//!   only the image holds rebuilds; in a shared context each Dockerfile rebuilds its own service.
 //!
 //! Unlike `tests/docker.rs` (the seed's layout: the whole checkout mounted at `/app` by an
 //! ignored override), here the committed `docker-compose.yml` itself declares per-service bind
@@ -1727,4 +1730,188 @@ fn a_push_webhook_restarts_the_service_within_two_seconds() {
         latency < Duration::from_secs(2).max(compose_alone + Duration::from_secs(1)),
         "{TEST}: {latency:?} from the POST to the restart ({compose_alone:?} of it compose's own)"
     );
+}
+
+/// The anonymous volume a container of `service` has at `target` (its name), if any.
+fn anonymous_volume(t: &Fixture, container: &Container, target: &str) -> String {
+    let format = format!(
+        "{{{{range .Mounts}}}}{{{{if eq .Destination \"{target}\"}}}}{{{{.Type}}}} {{{{.Name}}}}{{{{end}}}}{{{{end}}}}"
+    );
+    let ran = must(
+        &mut docker(&["inspect", "--format", &format, &container.id]),
+        Duration::from_secs(30),
+    );
+    let mount = ran.stdout.trim();
+    let name = mount
+        .strip_prefix("volume ")
+        .unwrap_or_else(|| panic!("{}: no volume at {target}: `{mount}`", t.test));
+    name.to_string()
+}
+
+/// The Node samples' shape: dependencies installed into the image at `/app/deps` and kept there
+/// by an anonymous volume (`- /app/deps`, as `- /app/node_modules`), the code bind-mounted. A
+/// change of the manifest rebuilds with `--renew-anon-volumes`: the new container sees the new
+/// dependencies (without `-V` compose hands it the old volume, and the old ones). A change of
+/// code that only the image holds rebuilds without it (the volume stays), and a change of the
+/// bind-mounted code restarts.
+#[test]
+fn a_dependency_rebuild_renews_the_anonymous_volume_that_holds_them() {
+    const TEST: &str = "a_dependency_rebuild_renews_the_anonymous_volume_that_holds_them";
+    require_docker!(TEST);
+    let dockerfile = format!(
+        "FROM {}\nCOPY requirements.txt /tmp/requirements.txt\nRUN mkdir -p /app/deps && cp /tmp/requirements.txt /app/deps/installed.txt\nCOPY build.txt /build.txt\n",
+        image()
+    );
+    let compose = format!(
+        "services:\n{}",
+        built_svc(
+            "web",
+            ".",
+            &format!(
+                "    volumes:\n      - ./src:/app/src\n      - /app/deps\n{}",
+                sh("cat /app/deps/installed.txt /build.txt /app/src/msg.txt")
+            )
+        )
+    );
+    let files = vec![
+        ("docker-compose.yml", compose),
+        ("Dockerfile", dockerfile),
+        (".dockerignore", "docs\n".into()),
+        ("requirements.txt", "deps=1\n".into()),
+        ("build.txt", "build=1\n".into()),
+        ("src/msg.txt", "code=1\n".into()),
+        ("docs/guide.txt", "guide 1\n".into()),
+    ];
+    let t = Fixture::new(TEST, "anonvol", &files, &[("web", "code=1")]);
+    let web0 = t.container("web");
+    assert_eq!(web0.count("deps=1"), 1, "{}", web0.logs);
+    let volume0 = anonymous_volume(&t, &web0, "/app/deps");
+    let mut volumes = vec![volume0.clone()];
+
+    // The manifest: rebuilt, a new volume, the new dependencies.
+    let tip = t.push(&[("requirements.txt", "deps=2\n")], "deps 2");
+    let ran = t.pullstart("check", &["--output", "json"]);
+    t.assert_exit(&ran, 0);
+    let json: Value = serde_json::from_str(ran.stdout.trim()).unwrap();
+    assert_eq!(json["actions"][0]["action"], "rebuild", "{}", ran.show());
+    assert!(
+        json["actions"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--renew-anon-volumes"),
+        "{}",
+        ran.show()
+    );
+    let ran = t.pullstart("run", &[]);
+    let summary = t.assert_updated(&ran, &tip);
+    assert_eq!(acted(&summary, "rebuilt"), ["web"], "{}", ran.show());
+    let web1 = t.assert_recreated(&web0, "web", "deps=2");
+    assert_eq!(
+        web1.count("deps=1"),
+        0,
+        "{TEST}: the old dependencies are still in the volume: {}",
+        web1.logs
+    );
+    let volume1 = anonymous_volume(&t, &web1, "/app/deps");
+    volumes.push(volume1.clone());
+    assert_ne!(
+        volume1, volume0,
+        "{TEST}: the anonymous volume was not renewed"
+    );
+
+    // Code the image copies: rebuilt, the volume kept.
+    let tip = t.push(&[("build.txt", "build=2\n")], "build 2");
+    let ran = t.pullstart("run", &[]);
+    let summary = t.assert_updated(&ran, &tip);
+    assert_eq!(acted(&summary, "rebuilt"), ["web"], "{}", ran.show());
+    let web2 = t.assert_recreated(&web1, "web", "build=2");
+    assert_eq!(anonymous_volume(&t, &web2, "/app/deps"), volume1);
+
+    // Bind-mounted code restarts; a path .dockerignore excludes touches nothing.
+    let tip = t.push(&[("src/msg.txt", "code=2\n")], "code 2");
+    let ran = t.pullstart("run", &[]);
+    let summary = t.assert_updated(&ran, &tip);
+    assert_eq!(acted(&summary, "restarted"), ["web"], "{}", ran.show());
+    let web3 = t.assert_restarted(&web2, "web", "code=2");
+    let tip = t.push(&[("docs/guide.txt", "guide 2\n")], "docs");
+    let ran = t.pullstart("run", &[]);
+    let summary = t.assert_updated(&ran, &tip);
+    assert!(summary.contains("restarted: nothing"), "{}", ran.show());
+    t.assert_untouched(&web3, "web");
+
+    drop(t);
+    // Anonymous volumes carry no project label: remove the ones this test saw by name.
+    for volume in volumes {
+        let _ = run_limited(
+            &mut docker(&["volume", "rm", "-f", &volume]),
+            Duration::from_secs(30),
+        );
+    }
+}
+
+/// Two services built from one shared context, one Dockerfile each; `api` also declares
+/// `develop.watch` with `sync` on code its image COPYs and no bind mount covers. A code change
+/// there rebuilds `api` (a restart would run the old image's code again) and leaves `worker`
+/// alone; a change of worker's Dockerfile rebuilds `worker` alone.
+#[test]
+fn a_synced_path_only_the_image_holds_rebuilds_and_each_dockerfile_its_own_service() {
+    const TEST: &str =
+        "a_synced_path_only_the_image_holds_rebuilds_and_each_dockerfile_its_own_service";
+    require_docker!(TEST);
+    let built = |name: &str, dockerfile: &str, body: &str| {
+        format!(
+            "  {name}:\n    build:\n      context: .\n      dockerfile: {dockerfile}\n      network: none\n    pull_policy: never\n    network_mode: none\n    init: true\n{body}"
+        )
+    };
+    let api_watch = "    develop:\n      watch:\n        - path: ./api\n          action: sync\n          target: /app\n";
+    let compose = format!(
+        "services:\n{}{}",
+        built(
+            "api",
+            "api.Dockerfile",
+            &format!("{api_watch}{}", sh("cat /app/msg.txt"))
+        ),
+        built("worker", "worker.Dockerfile", &sh("cat /step.txt")),
+    );
+    let worker_dockerfile = |step: &str| {
+        format!(
+            "FROM {}\nCOPY worker/ /worker/\nRUN echo {step} > /step.txt\n",
+            image()
+        )
+    };
+    let files = vec![
+        ("docker-compose.yml", compose),
+        (
+            "api.Dockerfile",
+            format!("FROM {}\nCOPY api/ /app/\n", image()),
+        ),
+        ("worker.Dockerfile", worker_dockerfile("step-v1")),
+        ("api/msg.txt", "api v1\n".into()),
+        ("worker/job.txt", "job v1\n".into()),
+    ];
+    let t = Fixture::new(
+        TEST,
+        "watchimg",
+        &files,
+        &[("api", "api v1"), ("worker", "step-v1")],
+    );
+    let (api0, worker0) = (t.container("api"), t.container("worker"));
+
+    let tip = t.push(&[("api/msg.txt", "api v2\n")], "api v2");
+    let ran = t.pullstart("run", &[]);
+    let summary = t.assert_updated(&ran, &tip);
+    assert_eq!(acted(&summary, "rebuilt"), ["api"], "{}", ran.show());
+    let api1 = t.assert_recreated(&api0, "api", "api v2");
+    assert_ne!(api1.image, api0.image, "{TEST}: api runs its old image");
+    t.assert_untouched(&worker0, "worker");
+
+    let tip = t.push(
+        &[("worker.Dockerfile", &worker_dockerfile("step-v2"))],
+        "step v2",
+    );
+    let ran = t.pullstart("run", &[]);
+    let summary = t.assert_updated(&ran, &tip);
+    assert_eq!(acted(&summary, "rebuilt"), ["worker"], "{}", ran.show());
+    t.assert_recreated(&worker0, "worker", "step-v2");
+    t.assert_untouched(&api1, "api");
 }

@@ -26,6 +26,7 @@ mod policies;
 mod refusals;
 mod restart;
 mod select;
+mod selection_shapes;
 mod signatures;
 mod soak;
 mod transport;

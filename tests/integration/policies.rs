@@ -322,7 +322,7 @@ fn status_prints_the_mapping_and_the_pending_actions_and_changes_nothing() {
         format!("HEAD:     {old}"),
         format!("remote:   {tip} (as of the last fetch)"),
         format!("deployed: {old}"),
-        "pending:  3 changed paths".to_string(),
+        "pending:  3 changed paths: config/nginx.conf, web.env, worker/requirements.txt".to_string(),
         "  would restart proxy: config/nginx.conf [`config/nginx.conf` is bind-mounted as a single file: the container keeps the old file until restarted]".to_string(),
         "  would recreate web: web.env [env file `web.env` changed]".to_string(),
         "  would rebuild worker: worker/requirements.txt [dependency file `worker/requirements.txt` in the build context `worker`]".to_string(),
@@ -330,7 +330,7 @@ fn status_prints_the_mapping_and_the_pending_actions_and_changes_nothing() {
         "compose:  defined by docker-compose.yml (a change recreates every service)".to_string(),
         "  proxy: bind config/nginx.conf -> /etc/nginx/nginx.conf (restart)".to_string(),
         "  web: bind web -> /app (restart); env web.env (recreate)".to_string(),
-        "  worker: bind worker/src -> /app/src (restart); build worker with worker/Dockerfile (rebuild on dependency files)".to_string(),
+        "  worker: bind worker/src -> /app/src (restart); build worker with worker/Dockerfile (rebuild on: the Dockerfile; worker/Dockerfile.dockerignore, worker/.dockerignore; a file not bind-mounted that COPY/ADD reads (requirements.txt, lib.py, src))".to_string(),
     ];
     assert_eq!(lines, expected, "status output:\n{}", out.stdout);
     frozen.assert(&t, "status");

@@ -42,7 +42,10 @@ pub const PROJECT_FILES: &[(&str, &str)] = &[
     ("config/nginx.conf", "worker_processes 1;\n"),
     ("web/app.py", "print('web v1')\n"),
     ("web.env", "GREETING=hello\n"),
-    ("worker/Dockerfile", "FROM python:3.12-slim\n"),
+    (
+        "worker/Dockerfile",
+        "FROM python:3.12-slim\nCOPY requirements.txt lib.py /app/\nCOPY src /app/src\n",
+    ),
     ("worker/requirements.txt", "requests==2.31.0\n"),
     ("worker/lib.py", "LIB = 1\n"),
     ("worker/src/job.py", "print('job v1')\n"),
