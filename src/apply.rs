@@ -22,8 +22,8 @@ use gix::refs::Target;
 
 use crate::checkout::Checkout;
 use crate::failpoint;
-use crate::journal;
 use crate::plan::{Change, Plan};
+use crate::{guard, journal};
 
 /// The reflog message of a branch move, as the contract promises.
 pub const FAST_FORWARD: &str = "pullstart: fast-forward";
@@ -41,17 +41,23 @@ pub fn apply(
 ) -> anyhow::Result<()> {
     let repo = &checkout.repo;
     let workdir = checkout.workdir.as_path();
-    edit_index(&mut index, &plan.changes);
+    // What the index already holds (git's "keep index" cases) is left alone, entry and file.
+    let changes: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| !guard::already_staged(&index, c))
+        .collect();
+    edit_index(&mut index, &changes);
     // The caller wrote the journal (phase applying): from here until it is removed below, a
     // killed run leaves it for the next run, which finishes this update (see `recover`).
     failpoint::hit("after-journal");
 
-    for change in plan.changes.iter().filter(|c| c.old.is_some()) {
+    for change in changes.iter().filter(|c| c.old.is_some()) {
         remove_old(workdir, change)?;
         failpoint::hit("remove-file");
     }
     let mut filters = worktree_filters(repo, &index)?;
-    for change in plan.changes.iter().filter(|c| c.new.is_some()) {
+    for change in changes.iter().filter(|c| c.new.is_some()) {
         let stat = write_new(repo, &mut filters, workdir, change)?;
         set_stat(&mut index, change.path.as_bstr(), stat);
         failpoint::hit("write-file");
@@ -65,7 +71,7 @@ pub fn apply(
 
 /// Turn the old index into the new tree's index by editing only the changed paths, so that
 /// entries of untouched paths keep their stat data (and nothing needs re-hashing afterwards).
-fn edit_index(index: &mut gix::index::State, changes: &[Change]) {
+fn edit_index(index: &mut gix::index::State, changes: &[&Change]) {
     // The cached trees describe the old tree; git rebuilds the cache when it needs it.
     index.remove_tree();
     index.remove_resolve_undo();
@@ -266,19 +272,14 @@ fn write_new(
     let new = change.new.expect("only called for changes with a new side");
     let path = change.path.as_bstr();
     let abs = create_leading_dirs(workdir, path)?;
+    if new.kind == EntryKind::Commit {
+        return create_submodule_directory(&abs);
+    }
+    remove_empty_directory(&abs)?;
     match new.kind {
-        EntryKind::Commit => {
-            // A submodule: git creates its (empty) directory and leaves the content alone.
-            match std::fs::create_dir(&abs) {
-                Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(err)
-                        .with_context(|| format!("failed to create directory `{}`", abs.display()))
-                }
-                _ => {}
-            }
-            return Ok(Stat::default());
+        EntryKind::Commit | EntryKind::Tree => {
+            unreachable!("plans hold no trees; submodules returned")
         }
-        EntryKind::Tree => unreachable!("plans hold no tree entries"),
         EntryKind::Link => {
             let blob = repo
                 .find_blob(new.id)
@@ -312,6 +313,39 @@ fn write_new(
         .with_context(|| format!("failed to inspect `{}` after writing it", abs.display()))?;
     Stat::from_fs(&metadata)
         .with_context(|| format!("failed to read the times of `{}`", abs.display()))
+}
+
+/// A submodule: git creates its (empty) directory and leaves the content alone.
+fn create_submodule_directory(abs: &Path) -> anyhow::Result<Stat> {
+    match std::fs::create_dir(abs) {
+        Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(err).with_context(|| format!("failed to create directory `{}`", abs.display()))
+        }
+        _ => Ok(Stat::default()),
+    }
+}
+
+/// An empty directory where a file goes (an untracked empty one, one that a local deletion
+/// left empty, empty directories inside a directory the update replaces) is removed, as git
+/// removes it. The guard has proven that nothing but directories is inside; anything else found
+/// here is left and fails the write.
+fn remove_empty_directory(abs: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(abs) {
+        Ok(m) if m.is_dir() => remove_empty_tree(abs)
+            .with_context(|| format!("failed to remove the empty directory `{}`", abs.display())),
+        _ => Ok(()),
+    }
+}
+
+fn remove_empty_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_empty_tree(&entry.path())?;
+        }
+    }
+    // Fails with "directory not empty" if anything but directories was inside.
+    std::fs::remove_dir(dir)
 }
 
 fn smudge(

@@ -32,6 +32,8 @@ pub enum Reason {
     UntrackedWhereDirectoryNeeded,
     /// Untracked content inside a directory that the update turns into a file.
     UntrackedInsideDirectory,
+    /// An unmerged entry (a conflict a merge left): git refuses any merge until it is resolved.
+    Unmerged,
 }
 
 impl Reason {
@@ -42,6 +44,7 @@ impl Reason {
             Reason::Untracked => "untracked",
             Reason::UntrackedWhereDirectoryNeeded => "untracked, the update needs a directory here",
             Reason::UntrackedInsideDirectory => "untracked, inside a directory the update replaces",
+            Reason::Unmerged => "unmerged",
         }
     }
 }
@@ -53,17 +56,66 @@ pub struct Blocked {
     pub reason: Reason,
 }
 
-/// Refuse (exit 4) when the update would overwrite local work; the error lists the paths.
+/// Refuse (exit 4) when the update would overwrite local work, or when the index holds
+/// unmerged entries (as git does for any merge); the error lists the paths.
 pub fn check(
     repo: &gix::Repository,
     index: &gix::index::State,
     changes: &[Change],
 ) -> anyhow::Result<()> {
+    let unmerged = unmerged_paths(index);
+    if !unmerged.is_empty() {
+        return Err(unmerged_refusal(&unmerged).into());
+    }
     let blocked = blocked_paths(repo, index, changes)?;
     if blocked.is_empty() {
         return Ok(());
     }
     Err(refusal(&blocked).into())
+}
+
+/// Every path with an unmerged entry (stages 1 to 3), once, in index order.
+fn unmerged_paths(index: &gix::index::State) -> Vec<BString> {
+    let mut paths: Vec<BString> = index
+        .entries()
+        .iter()
+        .filter(|e| e.stage() != Stage::Unconflicted)
+        .map(|e| e.path(index).to_owned())
+        .collect();
+    paths.dedup();
+    paths
+}
+
+/// git refuses to merge while a conflict is unresolved, wherever it is ("you have unmerged
+/// files"): updating around it would leave a half-resolved merge on top of new code.
+fn unmerged_refusal(paths: &[BString]) -> Failure {
+    const SHOWN: usize = 5;
+    let mut list: Vec<String> = paths.iter().take(SHOWN).map(|p| p.to_string()).collect();
+    if paths.len() > SHOWN {
+        list.push(format!("and {} more", paths.len() - SHOWN));
+    }
+    Failure::new(
+        ExitCode::RefusedLocalChanges,
+        format!(
+            "refused: the index has unmerged paths {} (a merge left conflicts); resolve them with `git add` or `git rm` and commit, or `git merge --abort` (nothing was touched)",
+            list.join(", ")
+        ),
+    )
+}
+
+/// Whether the index already holds what the update puts at this path: git's "keep index"
+/// cases (a staged change or addition equal to the new version, a staged deletion of a path
+/// the update deletes). git leaves such a path alone, index entry and worktree alike, and so
+/// does the apply.
+pub fn already_staged(index: &gix::index::State, change: &Change) -> bool {
+    let path = change.path.as_bstr();
+    let in_index = index
+        .entry_by_path_and_stage(path, Stage::Unconflicted)
+        .map(|e| (e.mode.to_tree_entry_mode().map(|m| m.kind()), e.id));
+    let conflicted = [Stage::Base, Stage::Ours, Stage::Theirs]
+        .into_iter()
+        .any(|stage| index.entry_by_path_and_stage(path, stage).is_some());
+    !conflicted && in_index == change.new.map(|e| (Some(e.kind), e.id))
 }
 
 /// The one-line refusal naming the first few blocking paths.
@@ -93,7 +145,13 @@ pub fn blocked_paths(
     changes: &[Change],
 ) -> anyhow::Result<Vec<Blocked>> {
     let mut guard = Guard::new(repo, index, changes)?;
-    let mut blocked = Vec::new();
+    let mut blocked: Vec<Blocked> = unmerged_paths(index)
+        .into_iter()
+        .map(|path| Blocked {
+            path,
+            reason: Reason::Unmerged,
+        })
+        .collect();
     for change in changes {
         guard.check_change(change, &mut blocked)?;
     }
@@ -114,6 +172,9 @@ pub fn foreign_content(
     let mut blocked = Vec::new();
     for change in changes {
         let path = change.path.as_bstr();
+        if already_staged(index, change) {
+            continue; // left alone by the apply, as by the interrupted run
+        }
         if let Some(component) = guard.first_non_directory_ancestor(path) {
             if !paths.contains(component.as_bstr()) {
                 blocked.push(Blocked {
@@ -211,6 +272,12 @@ impl<'a> Guard<'a> {
         blocked: &mut Vec<Blocked>,
     ) -> anyhow::Result<()> {
         let path = change.path.as_bstr();
+        if already_staged(self.index, change) {
+            if change.new.is_none() {
+                self.staged_deletion_in_the_way(path, blocked)?;
+            }
+            return Ok(());
+        }
         if let Some(reason) = self.staged(path, change.old) {
             blocked.push(Blocked {
                 path: path.to_owned(),
@@ -234,6 +301,33 @@ impl<'a> Guard<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A staged deletion (`git rm`) of a path the update deletes too: the path is no longer
+    /// tracked, so whatever is there now (`git rm --cached` leaves the file) is untracked work
+    /// that the update must not remove. git refuses the same way ("untracked working tree files
+    /// would be removed"); an empty directory there is left alone.
+    fn staged_deletion_in_the_way(
+        &self,
+        path: &BStr,
+        blocked: &mut Vec<Blocked>,
+    ) -> anyhow::Result<()> {
+        if self.first_non_directory_ancestor(path).is_some() {
+            return Ok(()); // nothing can be at `path`: a leading component is not a directory
+        }
+        let abs = self.abs(path);
+        match std::fs::symlink_metadata(&abs) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("failed to inspect `{}`", abs.display())),
+            Ok(m) if m.is_dir() => self.untracked_inside(path, &abs, blocked),
+            Ok(_) => {
+                blocked.push(Blocked {
+                    path: path.to_owned(),
+                    reason: Reason::Untracked,
+                });
+                Ok(())
+            }
+        }
     }
 
     /// The index must hold exactly HEAD's entry at `path`, unmerged entries count as staged.
