@@ -200,3 +200,173 @@ fn refuses_a_tree_entry_named_dot_dot() {
     assert_eq!(t.head(), head);
     assert!(t.restart_calls().is_empty());
 }
+
+/// Writes a tree object with exactly these entries (mode, name bytes, object id), in the order
+/// given and unchecked, as `git mktree` would refuse to: `hash-object --literally`.
+fn literal_tree(t: &Fixture, entries: &[(&str, &[u8], &str)]) -> String {
+    use std::io::Write;
+    let mut data = Vec::new();
+    for (mode, name, id) in entries {
+        data.extend_from_slice(mode.as_bytes());
+        data.push(b' ');
+        data.extend_from_slice(name);
+        data.push(0);
+        let hex = id.as_bytes();
+        for pair in hex.chunks(2) {
+            let byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
+            data.push(byte);
+        }
+    }
+    let mut hash = git_cmd(
+        &t.home,
+        &t.dev,
+        &["hash-object", "-w", "-t", "tree", "--literally", "--stdin"],
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    hash.stdin.take().unwrap().write_all(&data).unwrap();
+    let out = hash.wait_with_output().unwrap();
+    assert!(out.status.success(), "hash-object --literally failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Pushes (forced) a commit on top of the dev clone's HEAD whose root tree is `root`.
+fn push_tree(t: &Fixture, root: &str) -> String {
+    let commit = t.git(
+        &t.dev,
+        &["commit-tree", root, "-p", "HEAD", "-m", "crafted"],
+    );
+    t.git(
+        &t.dev,
+        &[
+            "push",
+            "-q",
+            "--force",
+            "origin",
+            &format!("{commit}:refs/heads/main"),
+        ],
+    );
+    commit
+}
+
+/// The root entries of the dev clone's HEAD as (mode, name, id), plus `extra`, sorted as git
+/// sorts tree entries (a tree's name as if it ended in `/`).
+fn root_with(t: &Fixture, extra: &[(&str, &[u8], &str)]) -> String {
+    let listing = t.git_bytes(&t.dev, &["ls-tree", "-z", "HEAD"]);
+    let mut owned: Vec<(String, Vec<u8>, String)> = listing
+        .split(|b| *b == 0)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let tab = r.iter().position(|b| *b == b'\t').unwrap();
+            let meta = String::from_utf8_lossy(&r[..tab]).into_owned();
+            let parts: Vec<&str> = meta.split(' ').collect();
+            let mode = if parts[0] == "040000" {
+                "40000"
+            } else {
+                parts[0]
+            };
+            (
+                mode.to_string(),
+                r[tab + 1..].to_vec(),
+                parts[2].to_string(),
+            )
+        })
+        .collect();
+    for (mode, name, id) in extra {
+        owned.push((mode.to_string(), name.to_vec(), id.to_string()));
+    }
+    let key = |(mode, name, _): &(String, Vec<u8>, String)| {
+        let mut k = name.clone();
+        if mode == "40000" {
+            k.push(b'/');
+        }
+        k
+    };
+    owned.sort_by_key(key);
+    let entries: Vec<(&str, &[u8], &str)> = owned
+        .iter()
+        .map(|(m, n, i)| (m.as_str(), n.as_slice(), i.as_str()))
+        .collect();
+    literal_tree(t, &entries)
+}
+
+fn blob(t: &Fixture, content: &str) -> String {
+    write_file(&t.dev, ".crafted-blob", content);
+    let id = t.git(&t.dev, &["hash-object", "-w", ".crafted-blob"]);
+    std::fs::remove_file(t.dev.join(".crafted-blob")).unwrap();
+    id
+}
+
+#[test]
+fn tree_entry_names_git_would_refuse_are_refused_with_exit_2_touching_nothing() {
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    let payload = blob(&t, "pushed content\n");
+    let inner = literal_tree(&t, &[("100644", b"config", &payload)]);
+    // (An empty name cannot be pushed: git's pack-objects refuses it. The unit tests of
+    // `plan::unsafe_name` cover it, and NUL, which a tree object cannot hold in a name.)
+    let cases: Vec<(&str, Vec<(&str, &[u8], &str)>)> = vec![
+        // A name with `/` beside the real `app` directory: the index would get two entries
+        // for `app/main.py`.
+        ("slash", vec![("100644", b"app/main.py", &payload)]),
+        (
+            "slash at the root",
+            vec![("100644", b"/etc-passwd", &payload)],
+        ),
+        ("dot", vec![("40000", b".", &inner)]),
+        ("dot dot", vec![("40000", b"..", &inner)]),
+        (".Git", vec![("40000", b".Git", &inner)]),
+        ("NTFS .git", vec![("40000", b"GIT~1", &inner)]),
+    ];
+    for (what, extra) in cases {
+        let root = root_with(&t, &extra);
+        push_tree(&t, &root);
+        let before = crate::refusals::Untouched::capture(&t);
+        let check = t.run(&["check"]);
+        check.code(2);
+        let out = t.run(&["run"]);
+        out.code(2).stdout_empty();
+        let line = out.error_line();
+        assert!(line.contains("git would never check out"), "{what}: {line}");
+        before.assert(&t);
+        assert!(
+            !t.git_dir().join("pullstart-journal").exists(),
+            "{what}: a journal was left"
+        );
+        // (No `git fsck` here: the fetched bad tree is in the object store, as `git fetch`
+        // would have put it there, and fsck names it. The index and worktree are untouched.)
+    }
+    // A fixing push goes through.
+    t.git(
+        &t.dev,
+        &["push", "-q", "--force", "origin", "HEAD:refs/heads/main"],
+    );
+    t.push_files(&[("app/main.py", "print('fixed')\n")]);
+    t.run(&["run"]).code(0);
+    // The refused trees are still in the object store (fetched, as `git fetch` would), where
+    // `git fsck` names them; once nothing refers to them they go, as with git.
+    t.git(
+        &t.checkout,
+        &[
+            "reflog",
+            "expire",
+            "--expire=now",
+            "refs/remotes/origin/main",
+        ],
+    );
+    t.git(
+        &t.checkout,
+        &[
+            "-c",
+            "gc.reflogExpire=never",
+            "-c",
+            "gc.reflogExpireUnreachable=never",
+            "gc",
+            "-q",
+            "--prune=now",
+        ],
+    );
+    assert_git_clean(&t, &Clean::strict());
+}
