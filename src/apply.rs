@@ -21,6 +21,7 @@ use gix::refs::transaction::{Change as RefChange, LogChange, PreviousValue, RefE
 use gix::refs::Target;
 
 use crate::checkout::Checkout;
+use crate::exit::{ExitCode, Failure};
 use crate::failpoint;
 use crate::plan::{Change, Plan};
 use crate::{guard, journal};
@@ -32,41 +33,102 @@ pub const ROLLBACK: &str = "pullstart: rollback";
 
 /// Carry out `plan` on the worktree, then the index (under the lock the caller holds), then the
 /// branch ref, whose reflog gets `message`. `index` is the index as the guard checked it.
+///
+/// A failure from here on (a file that cannot be written or removed, a full disk) leaves the
+/// checkout mid-update, with the journal saying so: it is exit 9, which says just that, and the
+/// next run finishes the update (or replaces it with a newer remote commit, see `recover`).
 pub fn apply(
     checkout: &Checkout,
     plan: &Plan,
-    mut index: gix::index::File,
+    index: gix::index::File,
     index_lock: gix::lock::File,
     message: &str,
 ) -> anyhow::Result<()> {
-    let repo = &checkout.repo;
-    let workdir = checkout.workdir.as_path();
+    // The caller wrote the journal (phase applying): from here until it is removed below, a
+    // killed run leaves it for the next run, which finishes this update (see `recover`).
+    failpoint::hit("after-journal");
     // What the index already holds (git's "keep index" cases) is left alone, entry and file.
     let changes: Vec<&Change> = plan
         .changes
         .iter()
         .filter(|c| !guard::already_staged(&index, c))
         .collect();
-    edit_index(&mut index, &changes);
-    // The caller wrote the journal (phase applying): from here until it is removed below, a
-    // killed run leaves it for the next run, which finishes this update (see `recover`).
-    failpoint::hit("after-journal");
+    (|| {
+        write_files_and_index(checkout, &changes, index, index_lock, Rewrite::Always)?;
+        move_branch(checkout, plan, message)?;
+        failpoint::hit("after-branch");
+        journal::remove(checkout.git_dir())
+    })()
+    .map_err(|err| stopped_part_way(err, plan.tip))
+}
 
+/// Put back the old version of every path an interrupted update to `new` changed (`changes`
+/// are the new tree against the old one), leaving the branch where it is, and remove the
+/// journal. A path whose worktree already holds its old version is not written again: the
+/// file that stopped the update is usually one of them.
+pub fn revert(
+    checkout: &Checkout,
+    changes: &[Change],
+    new: gix::ObjectId,
+    index: gix::index::File,
+    index_lock: gix::lock::File,
+) -> anyhow::Result<()> {
+    let changes: Vec<&Change> = changes.iter().collect();
+    (|| {
+        write_files_and_index(
+            checkout,
+            &changes,
+            index,
+            index_lock,
+            Rewrite::WhereDifferent,
+        )?;
+        journal::remove(checkout.git_dir())
+    })()
+    .map_err(|err| stopped_part_way(err, new))
+}
+
+/// Whether a path whose worktree already holds the target version is written again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rewrite {
+    Always,
+    WhereDifferent,
+}
+
+fn stopped_part_way(err: anyhow::Error, tip: gix::ObjectId) -> anyhow::Error {
+    if crate::exit::failure_of(&err).is_some() {
+        return err;
+    }
+    let message = format!(
+        "the update to {} stopped part-way: {err:#}; the checkout is mid-update and nothing was restarted; once the cause is fixed the next run finishes the update, or a newer remote commit replaces it",
+        tip.to_hex_with_len(7)
+    );
+    err.context(Failure::new(ExitCode::UpdateIncomplete, message))
+}
+
+/// Remove what the changes delete, write what they add or change, then write the index.
+fn write_files_and_index(
+    checkout: &Checkout,
+    changes: &[&Change],
+    mut index: gix::index::File,
+    index_lock: gix::lock::File,
+    rewrite: Rewrite,
+) -> anyhow::Result<()> {
+    let repo = &checkout.repo;
+    let workdir = checkout.workdir.as_path();
+    edit_index(&mut index, changes);
     for change in changes.iter().filter(|c| c.old.is_some()) {
         remove_old(workdir, change)?;
         failpoint::hit("remove-file");
     }
     let mut filters = worktree_filters(repo, &index)?;
     for change in changes.iter().filter(|c| c.new.is_some()) {
-        let stat = write_new(repo, &mut filters, workdir, change)?;
+        let stat = write_new(repo, &mut filters, workdir, change, rewrite)?;
         set_stat(&mut index, change.path.as_bstr(), stat);
         failpoint::hit("write-file");
     }
     write_index(index, index_lock)?;
     failpoint::hit("after-index");
-    move_branch(checkout, plan, message)?;
-    failpoint::hit("after-branch");
-    journal::remove(checkout.git_dir())
+    Ok(())
 }
 
 /// Turn the old index into the new tree's index by editing only the changed paths, so that
@@ -268,12 +330,18 @@ fn write_new(
     filters: &mut gix::filter::Pipeline<'_>,
     workdir: &Path,
     change: &Change,
+    rewrite: Rewrite,
 ) -> anyhow::Result<Stat> {
     let new = change.new.expect("only called for changes with a new side");
     let path = change.path.as_bstr();
     let abs = create_leading_dirs(workdir, path)?;
     if new.kind == EntryKind::Commit {
         return create_submodule_directory(&abs);
+    }
+    if rewrite == Rewrite::WhereDifferent {
+        if let Some(stat) = already_there(repo, filters, &abs, change)? {
+            return Ok(stat);
+        }
     }
     remove_empty_directory(&abs)?;
     match new.kind {
@@ -313,6 +381,68 @@ fn write_new(
         .with_context(|| format!("failed to inspect `{}` after writing it", abs.display()))?;
     Stat::from_fs(&metadata)
         .with_context(|| format!("failed to read the times of `{}`", abs.display()))
+}
+
+/// The stat data of what is at `abs` when it already is the new side of `change` (type,
+/// executable bit and content, after the smudge filters).
+fn already_there(
+    repo: &gix::Repository,
+    filters: &mut gix::filter::Pipeline<'_>,
+    abs: &Path,
+    change: &Change,
+) -> anyhow::Result<Option<Stat>> {
+    use std::os::unix::fs::PermissionsExt;
+    let new = change.new.expect("only called for changes with a new side");
+    let Ok(metadata) = std::fs::symlink_metadata(abs) else {
+        return Ok(None);
+    };
+    let blob = repo
+        .find_blob(new.id)
+        .with_context(|| format!("failed to read blob {} for `{}`", new.id, change.path))?;
+    let same = match new.kind {
+        EntryKind::Link => {
+            metadata.is_symlink()
+                && std::fs::read_link(abs).is_ok_and(|t| t.as_os_str().as_bytes() == blob.data)
+        }
+        EntryKind::Blob | EntryKind::BlobExecutable => {
+            let executable = metadata.permissions().mode() & 0o100 != 0;
+            metadata.is_file()
+                && executable == (new.kind == EntryKind::BlobExecutable)
+                && read_regular_file(abs)?.is_some_and(|bytes| {
+                    smudge(filters, change.path.as_bstr(), &blob.data).is_ok_and(|c| c == bytes)
+                })
+        }
+        EntryKind::Tree | EntryKind::Commit => false,
+    };
+    if !same {
+        return Ok(None);
+    }
+    let metadata = gix::index::fs::Metadata::from_path_no_follow(abs)
+        .with_context(|| format!("failed to inspect `{}`", abs.display()))?;
+    Ok(Some(Stat::from_fs(&metadata).with_context(|| {
+        format!("failed to read the times of `{}`", abs.display())
+    })?))
+}
+
+/// The content of a regular file, opened without following a symlink and without blocking
+/// (a FIFO put there in the meantime is not a regular file and yields `None`).
+fn read_regular_file(abs: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(abs)
+    {
+        Ok(file) => file,
+        Err(_) => return Ok(None),
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    (&file)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("failed to read `{}`", abs.display()))?;
+    Ok(Some(bytes))
 }
 
 /// A submodule: git creates its (empty) directory and leaves the content alone.

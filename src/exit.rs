@@ -27,6 +27,8 @@ pub enum ExitCode {
     Locked = 7,
     /// Dependency or image files changed and the policy says stop.
     RebuildRequired = 8,
+    /// The worktree update stopped part-way: the checkout is mid-update until a run finishes it.
+    UpdateIncomplete = 9,
     /// Only with `--detailed-exitcode`: an update was applied (or, for `check`, is pending).
     Updated = 10,
 }
@@ -48,6 +50,7 @@ impl ExitCode {
             ExitCode::RestartFailed => "restart_failed",
             ExitCode::Locked => "locked",
             ExitCode::RebuildRequired => "rebuild_required",
+            ExitCode::UpdateIncomplete => "update_incomplete",
         }
     }
 
@@ -64,6 +67,8 @@ Exit codes:
   6   the code is updated but the restart failed; the next run retries the restart
   7   another pullstart run holds the lock; skipped
   8   dependency or image files changed and the policy says stop
+  9   the update stopped part-way (a file that cannot be written, a full disk): the checkout
+      is mid-update; the next run finishes it, or a newer remote commit replaces it
   10  with --detailed-exitcode: an update was applied (check, status: is pending)";
 }
 
@@ -132,6 +137,7 @@ mod tests {
             (ExitCode::RestartFailed, 6),
             (ExitCode::Locked, 7),
             (ExitCode::RebuildRequired, 8),
+            (ExitCode::UpdateIncomplete, 9),
             (ExitCode::Updated, 10),
         ];
         for (code, number) in table {
@@ -152,6 +158,7 @@ mod tests {
             (ExitCode::RestartFailed, "restart_failed"),
             (ExitCode::Locked, "locked"),
             (ExitCode::RebuildRequired, "rebuild_required"),
+            (ExitCode::UpdateIncomplete, "update_incomplete"),
             (ExitCode::Updated, "updated"),
         ] {
             let row = format!("| {} | `{result}`", code.code());

@@ -172,9 +172,6 @@ pub fn foreign_content(
     let mut blocked = Vec::new();
     for change in changes {
         let path = change.path.as_bstr();
-        if already_staged(index, change) {
-            continue; // left alone by the apply, as by the interrupted run
-        }
         if let Some(component) = guard.first_non_directory_ancestor(path) {
             if !paths.contains(component.as_bstr()) {
                 blocked.push(Blocked {
