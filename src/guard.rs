@@ -63,6 +63,7 @@ pub fn check(
     index: &gix::index::State,
     changes: &[Change],
 ) -> anyhow::Result<()> {
+    refuse_unwritable_tree(repo, changes)?;
     let unmerged = unmerged_paths(index);
     if !unmerged.is_empty() {
         return Err(unmerged_refusal(&unmerged).into());
@@ -72,6 +73,82 @@ pub fn check(
         return Ok(());
     }
     Err(refusal(&blocked).into())
+}
+
+/// What the pushed tree alone would make the apply fail on half-way is refused before anything is
+/// written (exit 2, fix the remote): a symlink whose target the system cannot store (longer than
+/// `PATH_MAX`, empty, or holding a NUL), and a path that the new tree holds twice, or as a file
+/// with more below it (possible only in a hand-made tree; git's fsck calls it `duplicateEntries`):
+/// writing through such a symlink could leave the worktree.
+fn refuse_unwritable_tree(repo: &gix::Repository, changes: &[Change]) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    let new_files: HashSet<&BStr> = changes
+        .iter()
+        .filter(|c| c.new.is_some())
+        .map(|c| c.path.as_bstr())
+        .collect();
+    let mut seen = HashSet::new();
+    for change in changes {
+        let Some(new) = change.new else { continue };
+        let path = change.path.as_bstr();
+        if !seen.insert(path) {
+            problems.push(format!("`{path}` (listed twice)"));
+        }
+        if let Some(file) = leading_file(path, &new_files) {
+            problems.push(format!(
+                "`{path}` (below `{file}`, which is not a directory)"
+            ));
+        }
+        if new.kind == EntryKind::Link {
+            if let Some(why) = unwritable_symlink(repo, new.id)? {
+                problems.push(format!("`{path}` ({why})"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = problems.iter().take(5).cloned().collect();
+    Err(Failure::usage(format!(
+        "refused: the remote tree cannot be checked out: {}{}; nothing was touched; fix the remote branch",
+        shown.join(", "),
+        if problems.len() > 5 { format!(" and {} more", problems.len() - 5) } else { String::new() }
+    ))
+    .into())
+}
+
+/// The first leading directory of `path` that the new tree also holds as a file or symlink.
+fn leading_file<'p>(path: &'p BStr, new_files: &HashSet<&BStr>) -> Option<&'p BStr> {
+    path.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'/')
+        .map(|(i, _)| path[..i].as_bstr())
+        .find(|prefix| new_files.contains(prefix))
+}
+
+/// Why a symlink with this blob as its target cannot be created, if it cannot.
+fn unwritable_symlink(repo: &gix::Repository, id: gix::ObjectId) -> anyhow::Result<Option<String>> {
+    // PATH_MAX counts the terminating NUL.
+    let limit = libc::PATH_MAX as u64 - 1;
+    let size = repo
+        .find_header(id)
+        .with_context(|| format!("failed to read object {id}"))?
+        .size();
+    if size > limit {
+        return Ok(Some(format!(
+            "a symlink target of {size} bytes, over the system's limit of {limit}"
+        )));
+    }
+    let blob = repo
+        .find_blob(id)
+        .with_context(|| format!("failed to read blob {id}"))?;
+    Ok(if blob.data.is_empty() {
+        Some("an empty symlink target".into())
+    } else if blob.data.contains(&0) {
+        Some("a symlink target with a NUL byte".into())
+    } else {
+        None
+    })
 }
 
 /// Every path with an unmerged entry (stages 1 to 3), once, in index order.

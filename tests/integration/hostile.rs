@@ -370,3 +370,65 @@ fn tree_entry_names_git_would_refuse_are_refused_with_exit_2_touching_nothing() 
     );
     assert_git_clean(&t, &Clean::strict());
 }
+
+/// Runs with a pushed tree that cannot be checked out: exit 2 from `check` and `run`, one line
+/// containing `expected`, nothing touched, no journal left.
+#[track_caller]
+fn refused_up_front(t: &Fixture, expected: &str) {
+    let before = crate::refusals::Untouched::capture(t);
+    t.run(&["check"]).code(2);
+    let out = t.run(&["run"]);
+    out.code(2).stdout_empty();
+    let line = out.error_line();
+    assert!(line.contains(expected), "{line}");
+    assert!(line.contains("nothing was touched"), "{line}");
+    before.assert(t);
+    assert!(!t.git_dir().join("pullstart-journal").exists());
+}
+
+#[test]
+fn a_symlink_target_longer_than_the_system_allows_is_refused_before_any_write() {
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    // Also a change that would be written before the symlink, were it not refused first.
+    t.dev_remove("docs/guide.md");
+    t.dev_write("app/main.py", "print('v2')\n");
+    t.git(&t.dev, &["add", "-A"]);
+    // No file system holds such a link, so it goes into the index by hand.
+    let target = blob(&t, &"x/".repeat(2500));
+    t.git(
+        &t.dev,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("120000,{target},z-long"),
+        ],
+    );
+    t.git(
+        &t.dev,
+        &["commit", "-q", "-m", "a symlink no file system can hold"],
+    );
+    t.push();
+    refused_up_front(&t, "z-long");
+    assert_eq!(t.co_read("docs/guide.md"), "guide\n");
+}
+
+#[test]
+fn a_symlink_and_a_path_through_it_in_one_tree_are_refused_before_any_write() {
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    let outside = t.root.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let target = blob(&t, outside.to_str().unwrap());
+    let payload = blob(&t, "written through the symlink\n");
+    let inner = literal_tree(&t, &[("100644", b"x", &payload)]);
+    // `evil` twice: a symlink to outside, and a directory holding `x`.
+    let root = root_with(
+        &t,
+        &[("120000", b"evil", &target), ("40000", b"evil", &inner)],
+    );
+    push_tree(&t, &root);
+    refused_up_front(&t, "evil");
+    assert_eq!(entries(&outside), Vec::<String>::new(), "wrote outside");
+}
