@@ -424,23 +424,13 @@ fn already_there(
     })?))
 }
 
-/// The content of a regular file, opened without following a symlink and without blocking
-/// (a FIFO put there in the meantime is not a regular file and yields `None`).
+/// The content of `abs` if it is a regular file (see [`guard::open_regular_file`]).
 fn read_regular_file(abs: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(abs)
-    {
-        Ok(file) => file,
-        Err(_) => return Ok(None),
-    };
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
+    let Some(mut file) = guard::open_regular_file(abs)? else {
         return Ok(None);
-    }
+    };
     let mut bytes = Vec::new();
-    (&file)
-        .read_to_end(&mut bytes)
+    file.read_to_end(&mut bytes)
         .with_context(|| format!("failed to read `{}`", abs.display()))?;
     Ok(Some(bytes))
 }

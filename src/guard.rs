@@ -294,6 +294,27 @@ pub fn foreign_content(
     Ok(blocked)
 }
 
+/// `abs` opened for reading if it is a regular file, else `None`: opened without following a
+/// symlink and without blocking (`O_NONBLOCK`, which a FIFO would otherwise need a writer for),
+/// and checked on the open file, so that a swap after a `stat` changes nothing.
+pub fn open_regular_file(abs: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(abs)
+    {
+        Ok(file) => file,
+        // ELOOP: a symlink swapped in since the caller looked.
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(err) => return Err(err).with_context(|| format!("failed to read `{}`", abs.display())),
+    };
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("failed to inspect `{}`", abs.display()))?;
+    Ok(metadata.is_file().then_some(file))
+}
+
 fn dedup_keep_order(blocked: &mut Vec<Blocked>) {
     let mut seen = HashSet::new();
     blocked.retain(|b| seen.insert(b.path.clone()));
@@ -499,7 +520,10 @@ impl<'a> Guard<'a> {
         }))
     }
 
-    /// Hash the worktree file as `git add` would (through the clean filters).
+    /// Hash the worktree file as `git add` would (through the clean filters). Anything that is
+    /// neither a regular file nor a symlink (a FIFO, a socket, a device) hashes to the null id,
+    /// which no version has: it is never opened (opening a FIFO blocks until someone writes),
+    /// and counts as a local change, as git counts it a type change.
     fn hash_worktree_file(
         &mut self,
         path: &BStr,
@@ -511,9 +535,10 @@ impl<'a> Guard<'a> {
                 .with_context(|| format!("failed to read link `{}`", abs.display()))?;
             target.into_os_string().into_vec()
         } else {
-            let file = std::fs::File::open(abs)
-                .with_context(|| format!("failed to read `{}`", abs.display()))?;
-            self.clean(path, file)?
+            match open_regular_file(abs)? {
+                Some(file) => self.clean(path, file)?,
+                None => return Ok(gix::ObjectId::null(self.repo.object_hash())),
+            }
         };
         gix::objs::compute_hash(self.repo.object_hash(), gix::objs::Kind::Blob, &data)
             .with_context(|| format!("failed to hash `{}`", abs.display()))
@@ -521,11 +546,15 @@ impl<'a> Guard<'a> {
 
     fn clean(&mut self, path: &BStr, file: std::fs::File) -> anyhow::Result<Vec<u8>> {
         if self.filters.is_none() {
+            // The attributes of the index (HEAD's, or what is staged), never the worktree's
+            // `.gitattributes` files: gix opens those without O_NONBLOCK, and a FIFO put there
+            // (from a container sharing the checkout) would hang the run holding the lock. A
+            // local, unstaged edit of `.gitattributes` thus does not change how files compare.
             let attributes = self
                 .repo
                 .attributes_only(
                     self.index,
-                    gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
+                    gix::worktree::stack::state::attributes::Source::IdMapping,
                 )
                 .context("failed to read .gitattributes")?;
             self.filters = Some(

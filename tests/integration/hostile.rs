@@ -2,6 +2,7 @@
 //! no git hook runs.
 
 use std::fs;
+use std::os::unix::fs::FileTypeExt;
 
 use crate::support::*;
 
@@ -431,4 +432,85 @@ fn a_symlink_and_a_path_through_it_in_one_tree_are_refused_before_any_write() {
     push_tree(&t, &root);
     refused_up_front(&t, "evil");
     assert_eq!(entries(&outside), Vec::<String>::new(), "wrote outside");
+}
+
+/// Runs pullstart with `args` (plus the defaults) and fails the test, killing the run, if it
+/// has not ended within `limit`: a run that blocks must fail the test, not hang it.
+fn run_within(t: &Fixture, args: &[&str], limit: std::time::Duration) -> Outcome {
+    let start = std::time::Instant::now();
+    let mut child = t.spawn(args);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return Outcome::from_output(
+                out,
+                args.iter().map(|a| a.to_string()).collect(),
+                start.elapsed(),
+            );
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pullstart {args:?} blocked for {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+}
+
+#[test]
+fn a_fifo_at_gitattributes_never_blocks_the_guard() {
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    t.push_files(&[("app/main.py", "print('v2')\n")]);
+    // The guard must hash app/main.py (its times changed), reading the attributes on the way.
+    mkfifo(&t.co(".gitattributes"));
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "2001-01-01 00:00:00"])
+        .arg(t.co("app/main.py"))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    run_within(&t, &["run"], std::time::Duration::from_secs(20)).code(0);
+    assert!(fs::symlink_metadata(t.co(".gitattributes"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    fs::remove_file(t.co(".gitattributes")).unwrap();
+    assert_git_clean(&t, &Clean::strict());
+}
+
+#[test]
+fn a_fifo_at_a_path_the_update_changes_refuses_without_blocking() {
+    let t = Fixture::new();
+    t.dev_write("run.sh", "#!/bin/sh\n");
+    t.dev_set_exec("run.sh", true);
+    t.dev_commit("an executable");
+    t.push();
+    t.run(&["run"]).code(0);
+    t.push_files(&[
+        ("app/main.py", "print('v2')\n"),
+        ("app/new.py", "new\n"),
+        ("run.sh", "#!/bin/sh\necho v2\n"),
+    ]);
+    fs::remove_file(t.co("app/main.py")).unwrap();
+    mkfifo(&t.co("app/main.py"));
+    mkfifo(&t.co("app/new.py"));
+    // Executable like the file it replaces: only its content can tell them apart.
+    fs::remove_file(t.co("run.sh")).unwrap();
+    mkfifo(&t.co("run.sh"));
+    set_exec(&t.checkout, "run.sh", true);
+    let out = run_within(&t, &["run"], std::time::Duration::from_secs(20));
+    out.code(4);
+    let line = out.error_line();
+    for path in ["app/main.py", "app/new.py", "run.sh"] {
+        assert!(line.contains(path), "{path}: {line}");
+    }
 }
