@@ -153,7 +153,7 @@ fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
         changes,
         services: Services::nothing("recovery only writes files"),
     };
-    apply::apply(checkout, &plan, index, index_lock, apply::FAST_FORWARD)
+    apply::finish(checkout, &plan, index, index_lock)
         .with_context(|| format!("failed to finish the interrupted update to {}", journal.new))
 }
 

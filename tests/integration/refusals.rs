@@ -412,3 +412,52 @@ fn a_newer_remote_commit_that_still_needs_the_file_fails_again_with_exit_9() {
     t.run(&["run"]).code(0);
     assert_git_clean(&t, &Clean::strict());
 }
+
+// ----- what the pushed content and the filters fail on: refused before anything is touched -----
+
+#[test]
+fn a_required_filter_that_fails_refuses_the_update_before_anything_is_touched() {
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    for (key, value) in [
+        ("filter.strict.smudge", "false"),
+        ("filter.strict.clean", "cat"),
+        ("filter.strict.required", "true"),
+    ] {
+        t.git(&t.checkout, &["config", key, value]);
+    }
+    // Removed and changed before the filtered file would be written, were it not staged first.
+    t.dev_remove("docs/guide.md");
+    t.dev_write("app/main.py", "print('v2')\n");
+    t.dev_write(".gitattributes", "*.dat filter=strict\n");
+    t.dev_write("z/data.dat", "payload\n");
+    t.dev_commit("a filtered file");
+    t.push();
+    for _ in 0..2 {
+        // Every file and symlink keeps content, inode and mtime (the temporary files written
+        // beside them and removed again do change their directories' mtimes).
+        let state = RepoState::capture(&t, false);
+        let files = Snapshot::of(&t.checkout);
+        let out = t.run(&["run"]);
+        out.code(2).stdout_empty();
+        let line = out.error_line();
+        for expected in ["z/data.dat", "nothing was touched", "filter"] {
+            assert!(line.contains(expected), "{expected}: {line}");
+        }
+        assert_eq!(RepoState::capture(&t, false), state);
+        let now = Snapshot::of(&t.checkout);
+        files.assert_untouched_except(&now, &[]);
+        files.assert_same_content(&now);
+        assert!(t.restart_calls().is_empty());
+        assert!(!t.git_dir().join("pullstart-journal").exists());
+        let leftovers: Vec<_> = Snapshot::of(&t.checkout)
+            .0
+            .into_keys()
+            .filter(|p| p.to_string_lossy().contains(".pullstart-"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+    t.git(&t.checkout, &["config", "filter.strict.smudge", "cat"]);
+    t.run(&["run"]).code(0);
+    assert_git_clean(&t, &Clean::strict());
+}
