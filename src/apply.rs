@@ -356,30 +356,9 @@ fn safe_path(workdir: &Path, path: &BStr) -> anyhow::Result<Option<PathBuf>> {
 /// Create the leading directories of `path` one component at a time, refusing any component
 /// that exists as something other than a real directory.
 fn create_leading_dirs(workdir: &Path, path: &BStr) -> anyhow::Result<PathBuf> {
-    let mut abs = workdir.to_path_buf();
-    let components: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
-    let (last, leading) = components
-        .split_last()
-        .expect("split yields at least one item");
-    for component in leading {
-        abs.push(Path::new(OsStr::from_bytes(component)));
-        match std::fs::symlink_metadata(&abs) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => bail!(
-                "refusing to write through `{}`: it is not a directory",
-                abs.display()
-            ),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&abs)
-                    .with_context(|| format!("failed to create directory `{}`", abs.display()))?;
-            }
-            Err(err) => {
-                return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))
-            }
-        }
-    }
-    abs.push(Path::new(OsStr::from_bytes(last)));
-    Ok(abs)
+    leading_dirs_created(workdir, path, &mut Vec::new())?.ok_or_else(|| {
+        anyhow::anyhow!("refusing to write `{path}`: a leading component is not a directory")
+    })
 }
 
 /// The smudge side of git's filters (eol, ident, filter drivers), with `.gitattributes` read
@@ -482,11 +461,12 @@ fn stage(
     Ok(prepared)
 }
 
-/// `workdir/path` for a temporary file beside it: the leading directories that are missing are
-/// created (and recorded in `created`, so that a failed staging removes them again). `None`
-/// when a leading component exists as something other than a real directory: a file or
-/// symlink that this update removes first, so the file is written later.
-fn staging_path(
+/// `workdir/path`, once the leading directories that are missing are created (and recorded in
+/// `created`, so that a failed staging removes them again). `None` when a leading component
+/// exists as something other than a real directory (for staging: a file or symlink that this
+/// update removes first, so the file is written later). Components are created one at a time
+/// and never followed through a symlink.
+fn leading_dirs_created(
     workdir: &Path,
     path: &BStr,
     created: &mut Vec<PathBuf>,
@@ -527,7 +507,7 @@ fn prepare(
     if new.kind == EntryKind::Commit {
         return Ok(Prepared::Later);
     }
-    let Some(abs) = staging_path(workdir, change.path.as_bstr(), created_dirs)? else {
+    let Some(abs) = leading_dirs_created(workdir, change.path.as_bstr(), created_dirs)? else {
         return Ok(Prepared::Later);
     };
     if rewrite == Rewrite::WhereDifferent && already_there(repo, filters, &abs, change)? {

@@ -202,9 +202,12 @@ fn refuses_a_tree_entry_named_dot_dot() {
     assert!(t.restart_calls().is_empty());
 }
 
+/// A raw tree entry: mode, name bytes, object id.
+type RawEntry<'a> = (&'a str, &'a [u8], &'a str);
+
 /// Writes a tree object with exactly these entries (mode, name bytes, object id), in the order
 /// given and unchecked, as `git mktree` would refuse to: `hash-object --literally`.
-fn literal_tree(t: &Fixture, entries: &[(&str, &[u8], &str)]) -> String {
+fn literal_tree(t: &Fixture, entries: &[RawEntry]) -> String {
     use std::io::Write;
     let mut data = Vec::new();
     for (mode, name, id) in entries {
@@ -254,7 +257,7 @@ fn push_tree(t: &Fixture, root: &str) -> String {
 
 /// The root entries of the dev clone's HEAD as (mode, name, id), plus `extra`, sorted as git
 /// sorts tree entries (a tree's name as if it ended in `/`).
-fn root_with(t: &Fixture, extra: &[(&str, &[u8], &str)]) -> String {
+fn root_with(t: &Fixture, extra: &[RawEntry]) -> String {
     let listing = t.git_bytes(&t.dev, &["ls-tree", "-z", "HEAD"]);
     let mut owned: Vec<(String, Vec<u8>, String)> = listing
         .split(|b| *b == 0)
@@ -286,7 +289,7 @@ fn root_with(t: &Fixture, extra: &[(&str, &[u8], &str)]) -> String {
         k
     };
     owned.sort_by_key(key);
-    let entries: Vec<(&str, &[u8], &str)> = owned
+    let entries: Vec<RawEntry> = owned
         .iter()
         .map(|(m, n, i)| (m.as_str(), n.as_slice(), i.as_str()))
         .collect();
@@ -308,7 +311,7 @@ fn tree_entry_names_git_would_refuse_are_refused_with_exit_2_touching_nothing() 
     let inner = literal_tree(&t, &[("100644", b"config", &payload)]);
     // (An empty name cannot be pushed: git's pack-objects refuses it. The unit tests of
     // `plan::unsafe_name` cover it, and NUL, which a tree object cannot hold in a name.)
-    let cases: Vec<(&str, Vec<(&str, &[u8], &str)>)> = vec![
+    let cases: Vec<(&str, Vec<RawEntry>)> = vec![
         // A name with `/` beside the real `app` directory: the index would get two entries
         // for `app/main.py`.
         ("slash", vec![("100644", b"app/main.py", &payload)]),
