@@ -381,6 +381,14 @@ impl<'a> Guard<'a> {
             return Ok(());
         }
         match change.old {
+            Some(old)
+                if old.kind == EntryKind::Commit
+                    && change.new.is_some_and(|new| new.kind != EntryKind::Commit) =>
+            {
+                // A submodule the update replaces with a file: its directory is removed only
+                // when empty, so whatever its checkout holds is in the way.
+                self.submodule_content_in_the_way(path, blocked)?;
+            }
             Some(_) => {
                 if let Some(b) = self.tracked_path_modified(path)? {
                     blocked.push(b);
@@ -422,6 +430,20 @@ impl<'a> Guard<'a> {
                 });
                 Ok(())
             }
+        }
+    }
+
+    fn submodule_content_in_the_way(
+        &self,
+        path: &BStr,
+        blocked: &mut Vec<Blocked>,
+    ) -> anyhow::Result<()> {
+        let abs = self.abs(path);
+        match std::fs::symlink_metadata(&abs) {
+            Ok(m) if m.is_dir() && self.first_non_directory_ancestor(path).is_none() => {
+                self.untracked_inside(path, &abs, blocked)
+            }
+            _ => Ok(()),
         }
     }
 

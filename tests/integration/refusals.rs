@@ -461,3 +461,32 @@ fn a_required_filter_that_fails_refuses_the_update_before_anything_is_touched() 
     t.run(&["run"]).code(0);
     assert_git_clean(&t, &Clean::strict());
 }
+
+#[test]
+fn refuses_a_populated_submodule_that_the_update_turns_into_a_file() {
+    let t = Fixture::new();
+    // A gitlink (a submodule without .gitmodules is enough: pullstart never clones one).
+    let commit = t.head();
+    t.git(
+        &t.dev,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{commit},libsub"),
+        ],
+    );
+    t.git(&t.dev, &["commit", "-q", "-m", "a submodule"]);
+    t.push();
+    t.run(&["run"]).code(0);
+    assert!(t.co("libsub").is_dir());
+    // Its checkout, as `git submodule update` would have made it.
+    t.co_write("libsub/lib.py", "the submodule's own file\n");
+    t.git(&t.dev, &["rm", "-q", "--cached", "libsub"]);
+    t.dev_write("libsub", "vendored into one file now\n");
+    t.dev_commit("libsub is a file");
+    t.push();
+    t.clear_compose_log();
+    refused(&t, 4, &["libsub/lib.py"]);
+    assert_eq!(t.co_read("libsub/lib.py"), "the submodule's own file\n");
+}
