@@ -5,7 +5,8 @@
 #   - lighttpd with mod_cgi, mod_auth and mod_openssl: serves `git http-backend` over http and
 #     https with basic auth;
 #   - openssh-server: `sshd -D` on a loopback port with a generated host key and deploy key;
-#   - openssl (the CLI) and ssh-keygen: the tests make their certificate and keys.
+#   - openssl (the CLI) and ssh-keygen: the tests make their certificate and keys;
+#   - gnupg (gpg, gpgconf, gpg-agent): the signed-commit tests make OpenPGP keys and sign with them.
 #
 # Nothing is started or enabled here: the tests run each server in the foreground, with their
 # own configuration, on a free port, and kill it when they end. Idempotent: when everything is
@@ -26,6 +27,9 @@ have_all() {
         command -v ssh >/dev/null 2>&1 &&
         command -v ssh-keygen >/dev/null 2>&1 &&
         command -v openssl >/dev/null 2>&1 &&
+        command -v gpg >/dev/null 2>&1 &&
+        command -v gpgconf >/dev/null 2>&1 &&
+        command -v gpg-agent >/dev/null 2>&1 &&
         { [ -x /usr/lib/git-core/git-http-backend ] ||
             [ -x "$(git --exec-path 2>/dev/null)/git-http-backend" ]; }
 }
@@ -66,10 +70,10 @@ apt() {
     fi
 }
 
-say "installing lighttpd, lighttpd-mod-openssl, openssh-server, openssl (log: $LOG)"
+say "installing lighttpd, lighttpd-mod-openssl, openssh-server, openssl, gnupg (log: $LOG)"
 apt update -qq
 apt install -y -qq --no-install-recommends \
-    lighttpd lighttpd-mod-openssl openssh-server openssh-client openssl
+    lighttpd lighttpd-mod-openssl openssh-server openssh-client openssl gnupg gpg-agent
 have_all || die "still missing something after the install (see $LOG)"
 rm -f "$LOG"
 say "done"

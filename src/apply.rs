@@ -37,7 +37,7 @@ pub const ROLLBACK: &str = "pullstart: rollback";
 /// First every new file is written beside its path ([`stage`]): a failure there (a filter, a
 /// full disk) removes those files and the journal again, and nothing was touched. A failure
 /// after that (a file that cannot be replaced or removed) leaves the checkout mid-update, with
-/// the journal saying so: it is exit 9, which says just that, and the next run finishes the
+/// the journal saying so: it is exit 11, which says just that, and the next run finishes the
 /// update (or replaces it with a newer remote commit, see `recover`).
 pub fn apply(
     checkout: &Checkout,

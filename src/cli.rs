@@ -253,6 +253,18 @@ pub struct Options {
     /// token_file]
     #[arg(long, value_name = "FILE", global = true)]
     pub token_file: Option<PathBuf>,
+
+    /// Deploy only commits signed by an SSH key that FILE lists (git's allowed-signers format,
+    /// as gpg.ssh.allowedSignersFile); any other commit exits 9 and nothing is touched [config:
+    /// verify_signatures.allowed_signers]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub allowed_signers: Option<PathBuf>,
+
+    /// Deploy only commits signed by an OpenPGP key in FILE (a keyring or armored public keys,
+    /// checked by gpg in a temporary home, never your keyring); any other commit exits 9
+    /// [config: verify_signatures.gpg_keyring]
+    #[arg(long, value_name = "FILE", global = true)]
+    pub gpg_keyring: Option<PathBuf>,
 }
 
 /// The text after `--help`: the exit-code table of the contract and a few examples.
@@ -586,6 +598,8 @@ mod tests {
             "[default: 4m30s] [config: timeout]",
             "[default: 0] [config: splay]",
             "[config: metrics_file]",
+            "[config: verify_signatures.allowed_signers]",
+            "[config: verify_signatures.gpg_keyring]",
         ] {
             let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
             assert!(flat.contains(text), "{text} missing from\n{help}");

@@ -123,7 +123,21 @@ pub fn entrypoint(settings: &Settings, style: Style) -> i32 {
             }
         }
     }
+    if let Err(err) = verify_head(settings, dir) {
+        // Whatever the update did, the app must not start on a tree no trusted key signed.
+        return error(&err, style);
+    }
     exec(&entry.cmd)
+}
+
+/// With `verify_signatures`: HEAD of the checkout at `dir`, the tree the app starts on, is
+/// signed by a trusted key (exit 9 otherwise).
+fn verify_head(settings: &Settings, dir: &Path) -> anyhow::Result<()> {
+    if settings.verify_signatures.is_none() {
+        return Ok(());
+    }
+    let repo = gix::open(dir).with_context(|| format!("failed to open `{}`", dir.display()))?;
+    verify_fetched(settings, &repo)
 }
 
 /// Clones into the empty `dir` and reports it; on failure, empties `dir` again and returns the
@@ -325,6 +339,8 @@ fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<Cloned> {
     // Kept until a failure is explained: dropping it after a failed fetch removes what the clone
     // made in DIR, ssh's stderr file (in DIR/.git) included.
     let mut fetching = None;
+    // Set when the fetched tip fails `verify_signatures`: no file is written then.
+    let mut untrusted = None;
     let result = (|| -> gix::Result<gix::Repository> {
         let configured = Rc::clone(&setup);
         let mut prepare = gix::prepare_clone(url, dir)?
@@ -337,6 +353,10 @@ fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<Cloned> {
         }
         let prepare = fetching.insert(prepare);
         let (mut checkout, _) = prepare.fetch_then_checkout(gix::progress::Discard, &interrupt)?;
+        if let Err(err) = verify_fetched(settings, checkout.repo()) {
+            untrusted = Some(err);
+            return Err(gix::error::message("the fetched commit is not trusted").into());
+        }
         let (repo, _) = checkout.main_worktree(gix::progress::Discard, &interrupt)?;
         crate::failpoint::hit("clone-checked-out");
         if interrupt.load(Ordering::SeqCst) {
@@ -345,8 +365,8 @@ fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<Cloned> {
         Ok(repo)
     })();
     done.store(true, Ordering::SeqCst);
-    let setup = setup.take();
-    if let Some(err) = setup.error {
+    let mut setup = setup.take();
+    if let Some(err) = setup.error.take().or(untrusted) {
         return Err(err);
     }
     let repo = result.map_err(|err| {
@@ -391,6 +411,18 @@ fn clone(settings: &Settings, url: &str, dir: &Path) -> anyhow::Result<Cloned> {
         branch,
         head,
     })
+}
+
+/// With `verify_signatures`: HEAD of `repo` (the commit the first clone is about to check out,
+/// or the one the app starts on) is signed by a trusted key.
+fn verify_fetched(settings: &Settings, repo: &gix::Repository) -> anyhow::Result<()> {
+    let Some(config) = &settings.verify_signatures else {
+        return Ok(());
+    };
+    let Ok(head) = repo.head_id() else {
+        return Ok(()); // An empty remote: nothing to check out.
+    };
+    crate::verify::Trust::resolve(repo, config)?.verify_commit(repo, head.detach())
 }
 
 /// `DIR/.git/pullstart-cloning`: there from just after the clone creates the repository until

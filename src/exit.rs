@@ -27,10 +27,13 @@ pub enum ExitCode {
     Locked = 7,
     /// Dependency or image files changed and the policy says stop.
     RebuildRequired = 8,
-    /// The worktree update stopped part-way: the checkout is mid-update until a run finishes it.
-    UpdateIncomplete = 9,
+    /// `verify_signatures`: a commit of the update is not signed by a trusted key; nothing was
+    /// touched.
+    UntrustedCommit = 9,
     /// Only with `--detailed-exitcode`: an update was applied (or, for `check`, is pending).
     Updated = 10,
+    /// The worktree update stopped part-way: the checkout is mid-update until a run finishes it.
+    UpdateIncomplete = 11,
 }
 
 impl ExitCode {
@@ -50,6 +53,7 @@ impl ExitCode {
             ExitCode::RestartFailed => "restart_failed",
             ExitCode::Locked => "locked",
             ExitCode::RebuildRequired => "rebuild_required",
+            ExitCode::UntrustedCommit => "untrusted_commit",
             ExitCode::UpdateIncomplete => "update_incomplete",
         }
     }
@@ -67,9 +71,11 @@ Exit codes:
   6   the code is updated but the restart failed; the next run retries the restart
   7   another pullstart run holds the lock; skipped
   8   dependency or image files changed and the policy says stop
-  9   the update stopped part-way (a file that cannot be written, a full disk): the checkout
-      is mid-update; the next run finishes it, or a newer remote commit replaces it
-  10  with --detailed-exitcode: an update was applied (check, status: is pending)";
+  9   refused: verify_signatures is on and a commit of the update is not signed by a trusted
+      key; nothing was touched
+  10  with --detailed-exitcode: an update was applied (check, status: is pending)
+  11  the update stopped part-way (a file that cannot be written, a full disk): the checkout
+      is mid-update; the next run finishes it, or a newer remote commit replaces it";
 }
 
 /// A failure whose kind decides the exit code. The message is the one line the user sees:
@@ -137,8 +143,9 @@ mod tests {
             (ExitCode::RestartFailed, 6),
             (ExitCode::Locked, 7),
             (ExitCode::RebuildRequired, 8),
-            (ExitCode::UpdateIncomplete, 9),
+            (ExitCode::UntrustedCommit, 9),
             (ExitCode::Updated, 10),
+            (ExitCode::UpdateIncomplete, 11),
         ];
         for (code, number) in table {
             assert_eq!(code.code(), number, "{code:?}");
@@ -158,8 +165,9 @@ mod tests {
             (ExitCode::RestartFailed, "restart_failed"),
             (ExitCode::Locked, "locked"),
             (ExitCode::RebuildRequired, "rebuild_required"),
-            (ExitCode::UpdateIncomplete, "update_incomplete"),
+            (ExitCode::UntrustedCommit, "untrusted_commit"),
             (ExitCode::Updated, "updated"),
+            (ExitCode::UpdateIncomplete, "update_incomplete"),
         ] {
             let row = format!("| {} | `{result}`", code.code());
             assert!(

@@ -1,10 +1,15 @@
 //! Did the action work? After a restart, recreate or rebuild, wait until the touched services'
 //! containers are running (and healthy, where they have a healthcheck) and stay so for a while.
 //!
-//! Containers come from `<compose> ps -a -q [SERVICE]...` (Compose v1 and v2 alike; `-a` so that
-//! an exited container is seen), their state from `docker inspect` (one call per poll for all of
-//! them; the service is the `com.docker.compose.service` label), and the last log lines of a
-//! failed one from `docker logs --tail 3`. `docker` is taken from PATH and honours DOCKER_HOST.
+//! The containers are the ones compose lists: `<compose> ps -a --format json [SERVICE]...`
+//! (Compose v2, podman compose), else `<compose> ps -a -q` (Compose v1 and others; `-a` so that
+//! an exited container is seen). Their state comes from the engine itself, `docker inspect`
+//! (start times and restart counts catch a crash loop between two polls; the health check's
+//! output goes into the message), when a `docker` on PATH knows those very containers: their
+//! ids prove it talks to the same engine. Otherwise (no `docker` on PATH, podman, a context
+//! that `docker` cannot reach) compose's own JSON view (State, Health, ExitCode) is read on each
+//! poll. A compose command that shows neither (a stand-in, a wrapper that only restarts) cannot
+//! prove anything either way, so the wait is skipped with one warning, never failed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::exit::{ExitCode, Failure};
+use crate::exit::{self, ExitCode, Failure};
 
 /// How often the containers are inspected.
 const POLL: Duration = Duration::from_millis(250);
@@ -22,6 +27,15 @@ const MIN_CALL: Duration = Duration::from_secs(10);
 /// At most this many log lines, each at most this many characters, go into the message.
 const LOG_LINES: usize = 3;
 const LOG_LINE_CHARS: usize = 200;
+
+/// How the wait ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waited {
+    /// Every container is ready and stayed so for `settle`.
+    Ready,
+    /// The compose command shows no containers that could be judged; the words say why.
+    Skipped(String),
+}
 
 /// After restart/recreate/rebuild of `services` (empty: every service of the project), wait until
 /// each service's containers are running and, where the container has a healthcheck, healthy;
@@ -40,50 +54,204 @@ pub fn wait(
     services: &[String],
     timeout: Duration,
     settle: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Waited> {
     let start = Instant::now();
     let deadline = start + timeout;
+    let lister = Lister {
+        prefix,
+        workdir,
+        services,
+    };
     let mut tracker = Tracker::default();
-    let mut ids: Option<Vec<String>> = None;
+    let mut view: Option<View> = None;
     loop {
         let call_timeout = deadline
             .saturating_duration_since(Instant::now())
             .max(MIN_CALL);
-        let current_ids = match &ids {
-            Some(ids) => ids.clone(),
-            None => {
-                let Some(found) = container_ids(prefix, workdir, services, call_timeout)? else {
-                    return Ok(());
-                };
-                ids = Some(found.clone());
-                found
-            }
+        let current = match view.take() {
+            Some(view) => view,
+            None => match lister.choose_view(call_timeout)? {
+                Ok(view) => view,
+                Err(why) => return Ok(Waited::Skipped(why)),
+            },
         };
-        let containers = inspect(&current_ids, call_timeout)?;
-        if containers.len() < current_ids.len() {
-            // One went away (removed, replaced): ask compose again before judging.
-            ids = None;
-            if Instant::now() < deadline {
+        let containers = match &current {
+            View::Engine(ids) => inspect(ids, call_timeout)?,
+            View::Compose => lister.compose_rows(call_timeout)?,
+        };
+        if let View::Engine(ids) = &current {
+            if containers.len() < ids.len() && Instant::now() < deadline {
+                // One went away (removed, replaced): ask compose again before judging.
                 std::thread::sleep(POLL);
                 continue;
             }
         }
         let now = Instant::now();
         let verdict = tracker.observe(services, &containers, now, settle);
+        let fail = |problem: &Problem, timed_out: bool| {
+            let logs = lister.last_logs(&current, problem);
+            failure(problem, now - start, timed_out, &logs)
+        };
         match verdict {
-            Verdict::Ready => return Ok(()),
-            Verdict::Failed(problem) => return Err(failure(&problem, now - start, false)),
-            Verdict::Waiting(problem) => {
-                if now >= deadline {
-                    if let Some(problem) = problem {
-                        return Err(failure(&problem, now - start, true));
-                    }
-                    // Everything is ready and only settling: settle is counted on top.
-                }
-            }
+            Verdict::Ready => return Ok(Waited::Ready),
+            Verdict::Failed(problem) => return Err(fail(&problem, false)),
+            Verdict::Waiting(Some(problem)) if now >= deadline => return Err(fail(&problem, true)),
+            // Not ready yet, or everything is ready and only settling (counted on top).
+            Verdict::Waiting(_) => {}
         }
+        view = Some(current);
         std::thread::sleep(POLL);
     }
+}
+
+/// Where the state of the containers is read on each poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum View {
+    /// `docker inspect` of these ids, the containers compose listed.
+    Engine(Vec<String>),
+    /// `<compose> ps -a --format json`, compose's own view.
+    Compose,
+}
+
+/// Asks the compose command about the containers of `services` (all when empty).
+struct Lister<'a> {
+    prefix: &'a [String],
+    workdir: &'a Path,
+    services: &'a [String],
+}
+
+impl Lister<'_> {
+    fn words(&self, args: &[&str], with_services: bool) -> Vec<String> {
+        let mut words = self.prefix.to_vec();
+        words.extend(args.iter().map(|a| a.to_string()));
+        if with_services {
+            words.extend(self.services.iter().cloned());
+        }
+        words
+    }
+
+    /// The engine's view when `docker` knows the containers compose listed, else compose's
+    /// JSON view when it has one; `Err(why)` when neither can be had.
+    fn choose_view(&self, timeout: Duration) -> anyhow::Result<Result<View, String>> {
+        // No rows is no proof: Compose v1 prints its usage on stderr and exits 0 for an
+        // unknown `--format`, so the ids are asked for too.
+        let rows = self.compose_json(timeout).filter(|rows| !rows.is_empty());
+        let ids = match &rows {
+            Some(rows) => rows.iter().map(|c| c.id.clone()).collect(),
+            None => match self.container_ids(timeout) {
+                Ok(ids) => ids,
+                Err(why) => return Ok(Err(why)),
+            },
+        };
+        if ids.is_empty() {
+            // Nothing to inspect: the tracker reports the services that have no container.
+            return Ok(Ok(View::Engine(ids)));
+        }
+        let engine = inspect(&ids, timeout);
+        Ok(match engine {
+            Ok(found) if !found.is_empty() => Ok(View::Engine(ids)),
+            _ if rows.is_some() => Ok(View::Compose),
+            Ok(_) => Err(format!(
+                "`docker inspect` does not know the containers that `{}` listed (another engine?)",
+                shown(&self.words(&["ps", "-a", "-q"], true))
+            )),
+            Err(err) => Err(format!(
+                "`{}` lists no container states and {}",
+                shown(&self.words(&["ps", "-a", "--format", "json"], true)),
+                exit::failure_of(&err)
+                    .map_or_else(|| format!("{err:#}"), |f| f.message.clone())
+                    .trim_start_matches("health check failed: ")
+                    .trim_end_matches("; the next run retries")
+            )),
+        })
+    }
+
+    /// Compose's own view, `<compose> ps -a --format json`: one JSON object a line (Compose
+    /// v2.21 and later) or one array (earlier v2, podman). `None` when the command fails or
+    /// prints anything else (Compose v1, a stand-in).
+    fn compose_json(&self, timeout: Duration) -> Option<Vec<Container>> {
+        let words = self.words(&["ps", "-a", "--format", "json"], true);
+        let output = run_words(&words, Some(self.workdir), false, timeout).ok()?;
+        if !output.status.success() {
+            return None;
+        }
+        compose_rows_of(&String::from_utf8_lossy(&output.stdout))
+    }
+
+    /// Compose's view on a later poll, when it gave one before: failing now is a failure.
+    fn compose_rows(&self, timeout: Duration) -> anyhow::Result<Vec<Container>> {
+        let words = self.words(&["ps", "-a", "--format", "json"], true);
+        let output = run_words(&words, Some(self.workdir), false, timeout)?;
+        if !output.status.success() {
+            return Err(call_failed(&words, &output));
+        }
+        compose_rows_of(&String::from_utf8_lossy(&output.stdout)).ok_or_else(|| {
+            Failure::new(
+                ExitCode::RestartFailed,
+                format!(
+                    "health check failed: cannot read `{}` output; the next run retries",
+                    shown(&words)
+                ),
+            )
+            .into()
+        })
+    }
+
+    /// Container ids from `<compose> ps -a -q`; `Err(why)` when the command fails or prints
+    /// anything but ids (a wrapper or stand-in that does not list containers as compose does:
+    /// its output is no proof that anything failed).
+    fn container_ids(&self, timeout: Duration) -> Result<Vec<String>, String> {
+        let words = self.words(&["ps", "-a", "-q"], true);
+        let output = match run_words(&words, Some(self.workdir), false, timeout) {
+            Ok(output) => output,
+            Err(err) => return Err(format!("{err:#}")),
+        };
+        if !output.status.success() {
+            return Err(format!(
+                "`{}` {}",
+                shown(&words),
+                crate::child::exit_description(&output.status)
+            ));
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut ids: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+        ids.dedup();
+        if let Some(odd) = ids.iter().find(|id| !is_container_id(id)) {
+            return Err(format!(
+                "`{}` printed `{}`, not container ids",
+                shown(&words),
+                crate::redact::redact(&strip_escapes(odd)),
+            ));
+        }
+        Ok(ids)
+    }
+
+    /// The last log lines of the container at fault, from the view the state came from.
+    fn last_logs(&self, view: &View, problem: &Problem) -> Vec<String> {
+        match (&problem.container, view) {
+            (Some(container), View::Engine(_)) => engine_logs(&container.id, &container.started_at),
+            (Some(_), View::Compose) => {
+                let tail = LOG_LINES.to_string();
+                let mut words = self.words(
+                    &["logs", "--no-color", "--no-log-prefix", "--tail", &tail],
+                    false,
+                );
+                words.push(problem.service.clone());
+                match run_words(&words, Some(self.workdir), true, MIN_CALL) {
+                    Ok(output) if output.status.success() => {
+                        log_lines(&String::from_utf8_lossy(&output.stdout))
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            (None, _) => Vec::new(),
+        }
+    }
+}
+
+/// `words` as a shell would read them, secrets redacted.
+fn shown(words: &[String]) -> String {
+    crate::redact::redact(&shell_words::join(words)).into_owned()
 }
 
 /// What is wrong (or not yet right) with one service.
@@ -289,12 +457,13 @@ impl Tracker {
 }
 
 /// The one-line failure for `problem`, with the container's last log lines.
-fn failure(problem: &Problem, elapsed: Duration, timed_out: bool) -> anyhow::Error {
-    let logs = match &problem.container {
-        Some(container) => last_logs(&container.id, &container.started_at),
-        None => Vec::new(),
-    };
-    let message = format_message(problem, elapsed, timed_out, &logs);
+fn failure(
+    problem: &Problem,
+    elapsed: Duration,
+    timed_out: bool,
+    logs: &[String],
+) -> anyhow::Error {
+    let message = format_message(problem, elapsed, timed_out, logs);
     Failure::new(ExitCode::RestartFailed, message).into()
 }
 
@@ -331,7 +500,7 @@ fn format_message(
 /// The container's last log lines (stdout and stderr), cleaned; empty when they cannot be read
 /// (a logging driver that keeps none). Those of its current run (since `started_at`) when it
 /// printed any, so that lines from before the restart do not mislead; else the last ones at all.
-fn last_logs(id: &str, started_at: &str) -> Vec<String> {
+fn engine_logs(id: &str, started_at: &str) -> Vec<String> {
     let tail = LOG_LINES.to_string();
     let mut attempts: Vec<Vec<&str>> = Vec::new();
     if !started_at.is_empty() && !started_at.starts_with("0001-") {
@@ -534,35 +703,84 @@ fn service_list(
     Some(lines.into_iter().map(str::to_string).collect())
 }
 
-/// Container ids of `services` (all when empty), running or not.
-fn container_ids(
-    prefix: &[String],
-    workdir: &Path,
-    services: &[String],
-    timeout: Duration,
-) -> anyhow::Result<Option<Vec<String>>> {
-    let mut words = prefix.to_vec();
-    words.extend(["ps".into(), "-a".into(), "-q".into()]);
-    words.extend(services.iter().cloned());
-    let output = run_words(&words, Some(workdir), false, timeout)?;
-    if !output.status.success() {
-        return Err(call_failed(&words, &output));
+/// The containers in `<compose> ps -a --format json` output: JSON objects one a line, or one
+/// array of them; `None` when the text is anything else. Compose v2 names the fields `ID`,
+/// `Service`, `State`, `Health`, `ExitCode` and `Labels` (a `k=v,k=v` string); podman's are
+/// `Id`, `Names`, `State`, `ExitCode` and `Labels` (an object), its health only in `Status`.
+fn compose_rows_of(text: &str) -> Option<Vec<Container>> {
+    let text = text.trim();
+    let values: Vec<serde_json::Value> = if text.starts_with('[') {
+        serde_json::from_str(text).ok()?
+    } else {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .ok()?
+    };
+    values.iter().map(compose_row).collect()
+}
+
+fn compose_row(row: &serde_json::Value) -> Option<Container> {
+    let text = |key: &str| row.get(key).and_then(serde_json::Value::as_str);
+    let id = text("ID").or_else(|| text("Id"))?.to_string();
+    let status = text("State")?.to_ascii_lowercase();
+    let mut labels = compose_labels(row.get("Labels"));
+    if let Some(service) = text("Service") {
+        labels.insert("com.docker.compose.service".into(), service.into());
     }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut ids: Vec<String> = text.split_whitespace().map(str::to_string).collect();
-    ids.dedup();
-    if let Some(odd) = ids.iter().find(|id| !is_container_id(id)) {
-        // A wrapper or stand-in that does not list containers as Compose does: its output is no
-        // proof that anything failed, and `docker inspect` cannot see what it did.
-        eprintln!(
-            "pullstart: warning: health wait skipped: `{}` printed `{}`, not container ids; \
-             set --health-timeout 0 for a compose command that cannot list its containers",
-            crate::redact::redact(&shell_words::join(&words)),
-            crate::redact::redact(&strip_escapes(odd)),
-        );
-        return Ok(None);
+    let name = match row.get("Names") {
+        Some(serde_json::Value::Array(names)) => names.first().and_then(|n| n.as_str()),
+        _ => text("Name"),
+    };
+    let health = text("Health")
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .or_else(|| health_in_status(text("Status").unwrap_or("")));
+    Some(Container {
+        id,
+        name: name.or(text("Names")).unwrap_or("").to_string(),
+        state: State {
+            restarting: status == "restarting",
+            running: status == "running",
+            status,
+            exit_code: row.get("ExitCode").and_then(|c| c.as_i64()).unwrap_or(0),
+            health: health.map(|status| Health {
+                status,
+                log: Vec::new(),
+            }),
+            ..State::default()
+        },
+        restart_count: 0,
+        config: Config {
+            labels: Some(labels),
+        },
+    })
+}
+
+/// Labels as Compose v2 prints them (`k=v,k=v`) or as podman does (an object).
+fn compose_labels(labels: Option<&serde_json::Value>) -> HashMap<String, String> {
+    match labels {
+        Some(serde_json::Value::String(list)) => list
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        Some(serde_json::Value::Object(map)) => map
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect(),
+        _ => HashMap::new(),
     }
-    Ok(Some(ids))
+}
+
+/// The health in a status such as `Up 3 seconds (healthy)` or `Up 1 second (health: starting)`.
+fn health_in_status(status: &str) -> Option<String> {
+    let inner = status.rsplit_once('(')?.1.strip_suffix(')')?;
+    match inner.strip_prefix("health: ").unwrap_or(inner) {
+        health @ ("healthy" | "unhealthy" | "starting") => Some(health.to_string()),
+        _ => None,
+    }
 }
 
 /// Compose and Docker print container ids as 12 or 64 lowercase hex digits.
@@ -914,5 +1132,78 @@ mod tests {
             strip_escapes("\u{1b}]0;title\u{7}a\u{1b}[2Kb\u{1b}(c"),
             "abc"
         );
+    }
+
+    /// Real `docker compose ps -a --format json` output (v2.26: one object a line), trimmed.
+    const COMPOSE_V2: &str = r#"{"Command":"\"sh -c 'sleep 1000'\"","ExitCode":0,"Health":"healthy","ID":"dc5b24ff91dc","Labels":"com.docker.compose.oneoff=False,com.docker.compose.project=cv,com.docker.compose.service=a","Name":"cv-a-1","Names":"cv-a-1","Project":"cv","Service":"a","State":"running","Status":"Up 3 seconds (healthy)"}
+{"Command":"\"sh -c 'exit 3'\"","ExitCode":3,"Health":"","ID":"088821e527dd","Labels":"com.docker.compose.service=b,com.docker.compose.oneoff=False","Name":"cv-b-1","Names":"cv-b-1","Project":"cv","Service":"b","State":"exited","Status":"Exited (3) 3 seconds ago"}
+"#;
+
+    #[test]
+    fn reads_compose_v2_ps_json() {
+        let rows = compose_rows_of(COMPOSE_V2).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (
+                rows[0].id.as_str(),
+                rows[0].service(),
+                rows[0].display_name()
+            ),
+            ("dc5b24ff91dc", Some("a"), "cv-a-1")
+        );
+        assert_eq!(condition(&rows[0].state), Condition::Ready);
+        assert!(!rows[0].is_oneoff());
+        assert_eq!(
+            condition(&rows[1].state),
+            Condition::Failed("exited with code 3".into())
+        );
+    }
+
+    #[test]
+    fn reads_an_array_and_podman_s_field_names() {
+        let podman = r#"[{"Id":"4f1c0ffee0000000000000000000000000000000000000000000000000000000","Names":["app_web_1"],"State":"running","ExitCode":0,"Labels":{"com.docker.compose.service":"web"},"Status":"Up 2 seconds (unhealthy)"},
+                        {"Id":"5f1c0ffee000","Names":["app_db_1"],"State":"restarting","ExitCode":1,"Labels":{"com.docker.compose.service":"db"},"Status":"Restarting (1) 1 second ago"}]"#;
+        let rows = compose_rows_of(podman).unwrap();
+        assert_eq!(rows[0].service(), Some("web"));
+        assert_eq!(rows[0].display_name(), "app_web_1");
+        assert_eq!(
+            condition(&rows[0].state),
+            Condition::Failed("is unhealthy".into())
+        );
+        assert!(
+            matches!(condition(&rows[1].state), Condition::Failed(s) if s.starts_with("is restarting"))
+        );
+    }
+
+    #[test]
+    fn anything_but_container_rows_is_no_view() {
+        assert_eq!(
+            compose_rows_of("").map(|r| r.len()),
+            Some(0),
+            "no containers"
+        );
+        for junk in [
+            "compose -p demo ps -a --format json web",
+            "123456789012\n",
+            r#"{"ID":"abc"}"#,
+            "[1, 2]",
+            "{\"ID\":",
+        ] {
+            assert!(compose_rows_of(junk).is_none(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn health_from_a_status_line() {
+        assert_eq!(
+            health_in_status("Up 3 seconds (healthy)").as_deref(),
+            Some("healthy")
+        );
+        assert_eq!(
+            health_in_status("Up 1 second (health: starting)").as_deref(),
+            Some("starting")
+        );
+        assert_eq!(health_in_status("Up 5 minutes"), None);
+        assert_eq!(health_in_status("Exited (3) 3 seconds ago"), None);
     }
 }

@@ -31,6 +31,7 @@ mod run;
 mod select;
 mod settings;
 mod status;
+mod verify;
 mod watch;
 
 use clap::Parser;

@@ -24,10 +24,11 @@
 //!       - alert: PullstartNotRunning
 //!         expr: time() - pullstart_last_run_timestamp_seconds > 15 * 60
 //!         labels: {severity: warning}
-//!       # Refused (4: local changes; 5: not a fast-forward) or a rebuild the policy stops (8):
+//!       # Refused (4: local changes; 5: not a fast-forward; 9: an untrusted commit) or a rebuild
+//!       # the policy stops (8):
 //!       # no retry fixes these, a human must look at the checkout.
 //!       - alert: PullstartNeedsAHuman
-//!         expr: pullstart_last_exit_code == 4 or pullstart_last_exit_code == 5 or pullstart_last_exit_code == 8
+//!         expr: pullstart_last_exit_code == 4 or pullstart_last_exit_code == 5 or pullstart_last_exit_code == 8 or pullstart_last_exit_code == 9
 //!         labels: {severity: critical}
 //!         annotations:
 //!           summary: "pullstart refused to update {{ $labels.repo }} (exit {{ $value }}); see `pullstart status`"

@@ -27,7 +27,7 @@ pub enum Recovered {
     Nothing,
     /// The interrupted update is finished (or turned out to be done); HEAD is where it went.
     Finished(Journal),
-    /// The interrupted update cannot be finished now (exit 9: a file that cannot be written, a
+    /// The interrupted update cannot be finished now (exit 11: a file that cannot be written, a
     /// full disk). A newer remote commit may replace it: see [`supersede`].
     Unfinished(Unfinished),
 }

@@ -316,6 +316,7 @@ fn acts_on_services(code: ExitCode) -> bool {
             | ExitCode::RefusedLocalChanges
             | ExitCode::RefusedNotFastForward
             | ExitCode::Locked
+            | ExitCode::UntrustedCommit
             | ExitCode::UpdateIncomplete
     )
 }

@@ -17,7 +17,9 @@ use crate::report::{Outcome, Success};
 use crate::select::{self, Action, Inputs, Rule, ServiceAction, Services};
 use crate::settings::{compile_globs, RebuildPolicy};
 use crate::settings::{Command, Settings};
-use crate::{apply, compose, failpoint, fetch, guard, health, lock, record, recover, restart};
+use crate::{
+    apply, compose, failpoint, fetch, guard, health, lock, record, recover, restart, verify,
+};
 
 /// How long `compose config` may take to describe the project.
 pub(crate) const COMPOSE_CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
@@ -88,6 +90,9 @@ fn pipeline(
         _ => record::deployed(&checkout.repo)?,
     };
     outcome.deployed_before = deployed;
+    if let Some(config) = &settings.verify_signatures {
+        verify::check_keys(&checkout.repo, config)?;
+    }
 
     let previous_tip = read_ref(&checkout.repo, tracking.as_bstr())?;
     let fetched = fetch::fetch_with(
@@ -148,6 +153,9 @@ fn pipeline(
     if plan.is_up_to_date() {
         return Ok(());
     }
+    if plan.moves_head() {
+        verify_signatures(settings, checkout, tip)?;
+    }
     refuse_unsafe_paths(&plan)?;
     crate::lfs::refuse_unconfigured_lfs(
         &checkout.repo,
@@ -170,6 +178,25 @@ fn pipeline(
         Command::Run => update_and_act(settings, checkout, &plan, outcome),
         Command::Status => unreachable!("handled by execute"),
     }
+}
+
+/// `verify_signatures`: the commits that would move HEAD are signed by a trusted key, or the
+/// run stops here with exit 9, before anything is written.
+pub(crate) fn verify_signatures(
+    settings: &Settings,
+    checkout: &Checkout,
+    tip: ObjectId,
+) -> anyhow::Result<()> {
+    let Some(config) = &settings.verify_signatures else {
+        return Ok(());
+    };
+    let trust = verify::Trust::resolve(&checkout.repo, config)?;
+    let verified = trust.verify_update(&checkout.repo, checkout.head, tip)?;
+    step(
+        settings,
+        format_args!("verified the signatures of {verified} commits up to {tip}"),
+    );
+    Ok(())
 }
 
 /// The run's side: guard and apply (when HEAD moves), then act and record.
@@ -487,13 +514,21 @@ fn wait_healthy(
             services_or_all(&names)
         ),
     );
-    health::wait(
+    let waited = health::wait(
         &restart::prefix(settings),
         &checkout.workdir,
         &names,
         checkout.deadline.min(settings.health_timeout),
         settings.health_settle,
-    )
+    )?;
+    if let health::Waited::Skipped(why) = waited {
+        // The compose command cannot show its containers: that proves nothing either way.
+        eprintln!(
+            "pullstart: warning: health wait skipped: {why}; put `docker` on PATH or use a \
+             compose command that lists its containers, or set --health-timeout 0"
+        );
+    }
+    Ok(())
 }
 
 fn on_failure_hook(

@@ -77,6 +77,28 @@ pub struct Hooks {
     pub on_failure: Option<String>,
 }
 
+/// `verify_signatures`: deploy only commits signed by a trusted key (see `src/verify.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifySignatures {
+    /// SSH signers, in git's allowed-signers format; `None`: the checkout's
+    /// `gpg.ssh.allowedSignersFile`.
+    pub allowed_signers: Option<PathBuf>,
+    /// OpenPGP public keys: a keyring or armored keys.
+    pub gpg_keyring: Option<PathBuf>,
+    pub mode: VerifyMode,
+}
+
+/// Which commits of an update must be signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// Every commit from HEAD to the tip on the first-parent line.
+    #[default]
+    All,
+    /// The tip only.
+    Tip,
+}
+
 /// Everything one invocation needs to know, validated, with every default resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -142,6 +164,8 @@ pub struct Settings {
     pub ssh_key: Option<PathBuf>,
     /// The file holding the https token.
     pub token_file: Option<PathBuf>,
+    /// `None`: commits are deployed whoever signed them (or nobody).
+    pub verify_signatures: Option<VerifySignatures>,
     /// `Some(interval)`: the `watch` subcommand, which repeats `command` every interval (at
     /// least [`MIN_WATCH_INTERVAL`]); `None`: one run.
     pub watch: Option<Duration>,
@@ -264,6 +288,7 @@ impl Settings {
             ("metrics_file", file.metrics_file.is_some()),
             ("token_file", file.token_file.is_some()),
             ("ssh_key", file.ssh_key.is_some()),
+            ("verify_signatures", file.verify_signatures.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
@@ -312,6 +337,7 @@ impl Settings {
                 .into()),
             };
 
+        let verify_signatures = verify_signatures(&flags, &file);
         Ok(Settings {
             command,
             repo: entrypoint_dir
@@ -375,6 +401,7 @@ impl Settings {
             metrics_file: flags.metrics_file.or(file.metrics_file),
             ssh_key: flags.ssh_key.or(file.ssh_key),
             token_file: flags.token_file.or(file.token_file),
+            verify_signatures,
             watch,
             entrypoint,
         })
@@ -460,8 +487,31 @@ struct Layer {
     metrics_file: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
     token_file: Option<PathBuf>,
+    /// File only: `verify_signatures:` as `true`/`false` or a mapping (which turns it on), with
+    /// the files and mode it names; the flags name the files and turn it on.
+    verify_signatures: Option<bool>,
+    allowed_signers: Option<PathBuf>,
+    gpg_keyring: Option<PathBuf>,
+    verify_mode: Option<VerifyMode>,
     /// File only (the flag belongs to `watch` and is read in [`Settings::resolve`]).
     every: Option<Duration>,
+}
+
+/// On when the file turns it on or a flag names a key file; each file from the flag, else the
+/// config.
+fn verify_signatures(flags: &Layer, file: &Layer) -> Option<VerifySignatures> {
+    let named_by_flag = flags.allowed_signers.is_some() || flags.gpg_keyring.is_some();
+    (named_by_flag || file.verify_signatures == Some(true)).then(|| VerifySignatures {
+        allowed_signers: flags
+            .allowed_signers
+            .clone()
+            .or_else(|| file.allowed_signers.clone()),
+        gpg_keyring: flags
+            .gpg_keyring
+            .clone()
+            .or_else(|| file.gpg_keyring.clone()),
+        mode: file.verify_mode.unwrap_or_default(),
+    })
 }
 
 impl Layer {
@@ -564,6 +614,18 @@ impl Layer {
                 .map(|path| check_path("token file", path))
                 .transpose()
                 .map_err(flag("--token-file"))?,
+            verify_signatures: None,
+            allowed_signers: flags
+                .allowed_signers
+                .map(|path| check_path("allowed signers file", path))
+                .transpose()
+                .map_err(flag("--allowed-signers"))?,
+            gpg_keyring: flags
+                .gpg_keyring
+                .map(|path| check_path("gpg keyring", path))
+                .transpose()
+                .map_err(flag("--gpg-keyring"))?,
+            verify_mode: None,
             every: None,
         })
     }
@@ -582,7 +644,7 @@ pub fn output_from_flags(cli: &Cli) -> OutputFormat {
 
 /// The keys a config file may hold, in the order the help lists them. Kept equal to
 /// [`RawConfig`]'s fields by a test.
-pub(crate) const CONFIG_KEYS: [&str; 25] = [
+pub(crate) const CONFIG_KEYS: [&str; 26] = [
     "repo",
     "remote",
     "branch",
@@ -607,6 +669,7 @@ pub(crate) const CONFIG_KEYS: [&str; 25] = [
     "metrics_file",
     "ssh_key",
     "token_file",
+    "verify_signatures",
     "every",
 ];
 
@@ -646,8 +709,56 @@ struct RawConfig {
     metrics_file: Option<PathBuf>,
     ssh_key: Option<PathBuf>,
     token_file: Option<PathBuf>,
+    verify_signatures: Option<RawVerify>,
     #[serde(default, deserialize_with = "duration_text")]
     every: Option<String>,
+}
+
+/// The config's `verify_signatures` as written: a switch, or a mapping that turns it on.
+#[derive(Debug)]
+enum RawVerify {
+    Switch(bool),
+    Keys(RawVerifyKeys),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like `{allowed_signers: FILE, gpg_keyring: FILE, mode: all}`"
+)]
+struct RawVerifyKeys {
+    allowed_signers: Option<PathBuf>,
+    gpg_keyring: Option<PathBuf>,
+    mode: Option<VerifyMode>,
+}
+
+impl<'de> Deserialize<'de> for RawVerify {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawVerify;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "`true`, `false`, or a mapping like `{allowed_signers: FILE, gpg_keyring: \
+                     FILE, mode: all}`",
+                )
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<RawVerify, E> {
+                Ok(RawVerify::Switch(on))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawVerify, A::Error> {
+                RawVerifyKeys::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawVerify::Keys)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A duration key's value: a string, or a bare integer (seconds) as YAML reads `timeout: 5`.
@@ -847,6 +958,10 @@ impl ConfigFile {
     /// The file's layer: every value checked, relative paths made absolute.
     fn layer(&self) -> Result<Layer> {
         let raw = &self.values;
+        let verify_keys = match &raw.verify_signatures {
+            Some(RawVerify::Keys(keys)) => Some(keys),
+            _ => None,
+        };
         Ok(Layer {
             repo: raw
                 .repo
@@ -971,6 +1086,21 @@ impl ConfigFile {
                 .map(|path| self.path(path))
                 .transpose()
                 .map_err(self.key_error("token_file"))?,
+            verify_signatures: raw.verify_signatures.as_ref().map(|raw| match raw {
+                RawVerify::Switch(on) => *on,
+                RawVerify::Keys(_) => true,
+            }),
+            allowed_signers: verify_keys
+                .and_then(|keys| keys.allowed_signers.as_deref())
+                .map(|path| self.path(path))
+                .transpose()
+                .map_err(self.key_error("verify_signatures"))?,
+            gpg_keyring: verify_keys
+                .and_then(|keys| keys.gpg_keyring.as_deref())
+                .map(|path| self.path(path))
+                .transpose()
+                .map_err(self.key_error("verify_signatures"))?,
+            verify_mode: verify_keys.and_then(|keys| keys.mode),
             every: raw
                 .every
                 .as_deref()
@@ -1783,6 +1913,7 @@ mod tests {
                 metrics_file: None,
                 ssh_key: None,
                 token_file: None,
+                verify_signatures: None,
                 watch: None,
                 entrypoint: None,
             }
@@ -2399,7 +2530,7 @@ mod tests {
                  expected one of: repo, \
                  remote, branch, compose_command, compose_files, project_name, services, \
                  restart_timeout, rebuild_policy, health_timeout, health_settle, rollback, \
-                 detailed_exitcode, output, quiet, verbose, ignore, dependency_files, hooks, timeout, splay, metrics_file, ssh_key, token_file, every",
+                 detailed_exitcode, output, quiet, verbose, ignore, dependency_files, hooks, timeout, splay, metrics_file, ssh_key, token_file, verify_signatures, every",
                 file.path.display()
             )
         );
@@ -2768,6 +2899,62 @@ mod tests {
             (
                 "ignore: [a, {b]\n",
                 "quote values holding `[`, `]`, `{`, `}` or `,`",
+            ),
+        ] {
+            let message = config(text).error();
+            assert!(message.contains(expected), "{text:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn verify_signatures_from_flags_and_file() {
+        assert_eq!(resolve(&[]).verify_signatures, None);
+        let on = resolve(&["--allowed-signers", "/etc/signers"]).verify_signatures;
+        assert_eq!(
+            on,
+            Some(VerifySignatures {
+                allowed_signers: Some(PathBuf::from("/etc/signers")),
+                gpg_keyring: None,
+                mode: VerifyMode::All,
+            })
+        );
+        let file = config(
+            "verify_signatures: {allowed_signers: signers, gpg_keyring: /k.asc, mode: tip}\n",
+        );
+        let s = file.resolve(&[]);
+        let v = s.verify_signatures.expect("on");
+        assert_eq!(v.allowed_signers, Some(file.dir.path().join("signers")));
+        assert_eq!(v.gpg_keyring, Some(PathBuf::from("/k.asc")));
+        assert_eq!(v.mode, VerifyMode::Tip);
+        assert_eq!(s.host_keys_from_file, vec!["verify_signatures"]);
+        // A flag's file wins over the file's, and keeps the file's mode.
+        let v = file
+            .resolve(&["--allowed-signers", "/other"])
+            .verify_signatures
+            .unwrap();
+        assert_eq!(v.allowed_signers, Some(PathBuf::from("/other")));
+        assert_eq!(v.mode, VerifyMode::Tip);
+        assert_eq!(
+            config("verify_signatures: false\n")
+                .resolve(&[])
+                .verify_signatures,
+            None
+        );
+        let bare = config("verify_signatures: true\n").resolve(&[]);
+        assert_eq!(
+            bare.verify_signatures
+                .map(|v| (v.allowed_signers, v.gpg_keyring)),
+            Some((None, None)),
+            "the checkout's gpg.ssh.allowedSignersFile, found once the repository is open"
+        );
+        for (text, expected) in [
+            (
+                "verify_signatures: yes please\n",
+                "`true`, `false`, or a mapping",
+            ),
+            (
+                "verify_signatures: {mode: head}\n",
+                "unknown variant `head`",
             ),
         ] {
             let message = config(text).error();

@@ -63,6 +63,11 @@ pub fn show(settings: &Settings, checkout: &Checkout, outcome: &mut Outcome) -> 
                 if !blocked.is_empty() {
                     lines.push(format!("blocked:  {}", guard::refusal(&blocked).message));
                 }
+                if plan.moves_head() {
+                    if let Some(verdict) = signature_verdict(settings, checkout, tip) {
+                        lines.push(format!("signed:   {verdict}"));
+                    }
+                }
             }
         }
     }
@@ -169,4 +174,19 @@ fn describe(service: &compose::Service) -> String {
     } else {
         parts.join("; ")
     }
+}
+
+/// With `verify_signatures`: whether a run would trust the pending commits, in words.
+fn signature_verdict(
+    settings: &Settings,
+    checkout: &Checkout,
+    tip: gix::ObjectId,
+) -> Option<String> {
+    settings.verify_signatures.as_ref()?;
+    Some(match run::verify_signatures(settings, checkout, tip) {
+        Ok(()) => "every pending commit is signed by a trusted key".into(),
+        Err(err) => {
+            crate::exit::failure_of(&err).map_or_else(|| format!("{err:#}"), |f| f.message.clone())
+        }
+    })
 }

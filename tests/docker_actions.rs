@@ -229,9 +229,42 @@ impl Fixture {
         cmd
     }
 
+    /// A PATH of one directory that links to every program on the current PATH except the
+    /// `docker*` ones, as on a host where `docker` lives where cron does not look.
+    fn path_without_docker(&self) -> String {
+        let bin = self.root.join("bin-without-docker");
+        fs::create_dir_all(&bin).unwrap();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        for dir in std::env::split_paths(&path) {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let link = bin.join(&name);
+                if name.to_string_lossy().starts_with("docker") || link.exists() {
+                    continue;
+                }
+                std::os::unix::fs::symlink(entry.path(), link).unwrap();
+            }
+        }
+        bin.to_str().unwrap().to_string()
+    }
+
     /// `pullstart SUBCOMMAND -C CHECKOUT -p PROJECT --health-timeout 20s --health-settle 1s
     /// ARGS`, hermetic, started outside the checkout.
     fn pullstart(&self, subcommand: &str, args: &[&str]) -> Ran {
+        self.run_pullstart(self.pullstart_cmd(subcommand, args))
+    }
+
+    /// [`Fixture::pullstart`] with `path` as PATH.
+    fn pullstart_with_path(&self, path: &str, subcommand: &str, args: &[&str]) -> Ran {
+        let mut cmd = self.pullstart_cmd(subcommand, args);
+        cmd.env("PATH", path);
+        self.run_pullstart(cmd)
+    }
+
+    fn pullstart_cmd(&self, subcommand: &str, args: &[&str]) -> Command {
         let co = self.checkout_str().to_string();
         let mut all = vec![subcommand, "-C", &co, "-p", &self.project];
         all.extend(HEALTH);
@@ -239,6 +272,10 @@ impl Fixture {
         let mut cmd = Command::new(bin());
         hermetic(&mut cmd, &self.home);
         cmd.current_dir(&self.root).args(&all);
+        cmd
+    }
+
+    fn run_pullstart(&self, mut cmd: Command) -> Ran {
         run_limited(&mut cmd, RUN_LIMIT).unwrap_or_else(|e| panic!("{}: {e}", self.test))
     }
 
@@ -1474,4 +1511,113 @@ fn a_service_without_a_container_is_left_alone_and_a_stopped_one_restarts() {
         "{TEST}: the next run is quiet\n{}",
         ran.show()
     );
+}
+
+/// Cron's PATH often lacks the directory `docker` lives in, and the operator names the compose
+/// command by its full path (podman compose users have no `docker` at all). The health wait then
+/// reads compose's own view (`ps --format json`): a container that exits on start still fails
+/// the run with 6, naming its state and last log line; a fix passes, with no warning.
+#[test]
+fn the_health_wait_reads_compose_when_docker_is_not_on_path() {
+    const TEST: &str = "the_health_wait_reads_compose_when_docker_is_not_on_path";
+    require_docker!(TEST);
+    let docker = which_docker();
+    let t = Fixture::new(
+        TEST,
+        "nopath",
+        &mode_project(),
+        &[("web", "mode is ok"), ("bot", "bot v1")],
+    );
+    let path_without_docker = t.path_without_docker();
+    let path_without_docker = path_without_docker.as_str();
+    let compose = format!("{} compose", docker.display());
+    let (web0, bot0) = (t.container("web"), t.container("bot"));
+
+    t.push(&[("web/mode", "bad\n")], "bad mode");
+    let ran = t.pullstart_with_path(path_without_docker, "run", &["--compose-command", &compose]);
+    let line = t.assert_failed(&ran, 6);
+    for word in ["service web", "exited with code 3", "mode is bad"] {
+        assert!(
+            line.contains(word),
+            "{TEST}: the error lacks `{word}`: {line}"
+        );
+    }
+    let web1 = t.wait_for("web", "exited with code 3", |c| {
+        c.status == "exited" && c.exit_code == 3
+    });
+    assert_eq!(web1.id, web0.id);
+
+    let fix = t.push(&[("web/mode", "ok\n")], "fix mode");
+    let ran = t.pullstart_with_path(path_without_docker, "run", &["--compose-command", &compose]);
+    let summary = t.assert_updated(&ran, &fix);
+    // assert_updated also holds that stderr is empty: compose's view needs no warning.
+    assert_eq!(acted(&summary, "restarted"), ["web"], "{}", ran.show());
+    assert!(t.container("web").running, "{TEST}: web does not run");
+    t.assert_untouched(&bot0, "bot");
+}
+
+/// The `docker` the tests use, by its full path.
+fn which_docker() -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("docker"))
+        .find(|candidate| candidate.is_file());
+    found.expect("docker is on PATH when the engine is ready")
+}
+
+/// `--allowed-signers`: a push signed by a listed SSH key restarts web; an attacker's unsigned
+/// push on top exits 9 and leaves every container as it was (same id, same StartedAt) and the
+/// checkout on the signed commit.
+#[test]
+fn an_unsigned_push_touches_no_container_when_signatures_are_verified() {
+    const TEST: &str = "an_unsigned_push_touches_no_container_when_signatures_are_verified";
+    require_docker!(TEST);
+    let t = Fixture::new(
+        TEST,
+        "signed",
+        &web_bot_idle(),
+        &[("web", "web v1"), ("bot", "bot v1")],
+    );
+    let key = t.root.join("signing-key");
+    must(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "dev", "-f"])
+            .arg(&key),
+        Duration::from_secs(30),
+    );
+    let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+    let signers = t.root.join("allowed_signers");
+    fs::write(&signers, format!("dev@example.com {public}")).unwrap();
+    let signers = signers.to_str().unwrap();
+    for (name, value) in [
+        ("gpg.format", "ssh"),
+        ("user.signingKey", key.to_str().unwrap()),
+        ("commit.gpgSign", "true"),
+    ] {
+        t.git(&t.dev, &["config", name, value]);
+    }
+    let (web0, bot0) = (t.container("web"), t.container("bot"));
+
+    let signed = t.push(&[("web/msg.txt", "web v2\n")], "signed");
+    let ran = t.pullstart("run", &["--allowed-signers", signers]);
+    t.assert_updated(&ran, &signed);
+    let web1 = t.assert_restarted(&web0, "web", "web v2");
+
+    t.git(&t.dev, &["config", "commit.gpgSign", "false"]);
+    let unsigned = t.push(
+        &[("web/msg.txt", "web v3\n"), ("bot/msg.txt", "bot v3\n")],
+        "unsigned",
+    );
+    let ran = t.pullstart("run", &["--allowed-signers", signers]);
+    let line = t.assert_failed(&ran, 9);
+    assert!(
+        line.contains(&format!("untrusted commit {unsigned}")) && line.contains("is unsigned"),
+        "{TEST}: {line}"
+    );
+    t.assert_untouched(&web1, "web");
+    t.assert_untouched(&bot0, "bot");
+    assert_eq!(t.head(), signed, "{TEST}: HEAD moved");
+    assert_eq!(t.read_checkout("web/msg.txt"), "web v2\n");
+    assert_eq!(t.status(), "", "{TEST}: the checkout is not clean");
 }

@@ -251,3 +251,72 @@ fn a_config_inside_the_checkout_may_not_name_host_commands_or_paths() {
     let outside = t.config_file("metrics_file: m.prom\n");
     t.run(&["run", "--config", path_str(&outside)]).code(0);
 }
+
+/// One `ps -a --format json` line as Compose v2 prints it (trimmed to the fields it reads).
+fn compose_v2_row(id: &str, service: &str, state: &str, exit_code: i32, health: &str) -> String {
+    format!(
+        r#"{{"ExitCode":{exit_code},"Health":"{health}","ID":"{id}","Labels":"com.docker.compose.oneoff=False,com.docker.compose.project=demo,com.docker.compose.service={service}","Name":"demo-{service}-1","Service":"{service}","State":"{state}","Status":"irrelevant"}}"#
+    )
+}
+
+/// A compose command whose containers `docker` cannot see (podman compose, another context) but
+/// which shows them in `ps --format json`: its view decides. An exited container fails the run.
+#[test]
+fn compose_s_own_view_of_an_exited_container_fails_the_run() {
+    let t = Fixture::new();
+    t.compose_ps(&format!(
+        "{}\n{}\n",
+        compose_v2_row("0badc0de0001", "web", "exited", 3, ""),
+        compose_v2_row("0badc0de0002", "worker", "running", 0, "healthy"),
+    ));
+    let tip = t.push_files(&[("app/main.py", "v2\n")]);
+    let out = t.run(&["run", "--health-timeout", "5s", "--health-settle", "0"]);
+    out.code(6);
+    assert!(
+        out.stderr
+            .contains("health check failed: service web exited with code 3"),
+        "{}",
+        out.stderr
+    );
+    assert_ne!(
+        t.deployed(),
+        Some(tip),
+        "a failed health check deploys nothing"
+    );
+}
+
+/// The same view with every container running (and healthy where it has a check) passes quietly.
+#[test]
+fn compose_s_own_view_of_running_containers_passes() {
+    let t = Fixture::new();
+    t.compose_ps(&format!(
+        "[{},{}]\n",
+        compose_v2_row("0badc0de0001", "web", "running", 0, ""),
+        compose_v2_row("0badc0de0002", "worker", "running", 0, "healthy"),
+    ));
+    let tip = t.push_files(&[("app/main.py", "v2\n")]);
+    let out = t.run(&["run", "--health-timeout", "5s", "--health-settle", "0"]);
+    out.code(0);
+    assert_eq!(out.stderr, "", "no warning: the view was read");
+    assert_eq!(t.deployed(), Some(tip));
+}
+
+/// Compose v1 or a wrapper that lists ids (`ps -a -q`) but no JSON, for containers `docker`
+/// does not know (or with no `docker` on PATH): nothing can be judged, so the wait is skipped
+/// with one warning and the run succeeds.
+#[test]
+fn container_ids_that_docker_does_not_know_skip_the_health_wait() {
+    let t = Fixture::new();
+    t.compose_ps("0badc0de0001\n0badc0de0002\n");
+    let tip = t.push_files(&[("app/main.py", "v2\n")]);
+    let out = t.run(&["run", "--health-timeout", "5s", "--health-settle", "0"]);
+    out.code(0);
+    assert!(
+        out.stderr
+            .starts_with("pullstart: warning: health wait skipped: ")
+            && out.stderr.lines().count() == 1,
+        "one warning line: {}",
+        out.stderr
+    );
+    assert_eq!(t.deployed(), Some(tip));
+}

@@ -26,6 +26,7 @@ mod policies;
 mod refusals;
 mod restart;
 mod select;
+mod signatures;
 mod soak;
 mod transport;
 mod transport_remote;

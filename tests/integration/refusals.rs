@@ -301,7 +301,7 @@ fn not_fast_forward_messages_tell_the_cases_apart() {
     );
 }
 
-// ----- exit 9: the update stopped part-way -----
+// ----- exit 11: the update stopped part-way -----
 
 /// Makes a file immutable (`chattr +i`, which even root cannot write through) until dropped;
 /// `None` where the file system or the user cannot.
@@ -345,7 +345,7 @@ fn stopped_part_way() -> Option<(Fixture, Immutable, String)> {
     let immutable = Immutable::set(t.co("app/main.py"))?;
     for attempt in 0..2 {
         let out = t.run(&["run"]);
-        out.code(9).stdout_empty();
+        out.code(11).stdout_empty();
         let line = out.error_line();
         assert!(
             line.contains("stopped part-way"),
@@ -363,12 +363,12 @@ fn stopped_part_way() -> Option<(Fixture, Immutable, String)> {
     }
     let json = t.run(&["run", "--output", "json"]).json();
     assert_eq!(json["result"], "update_incomplete");
-    assert_eq!(json["exit_code"], 9);
+    assert_eq!(json["exit_code"], 11);
     Some((t, immutable, old))
 }
 
 #[test]
-fn a_file_that_cannot_be_replaced_stops_the_update_with_exit_9_until_it_can() {
+fn a_file_that_cannot_be_replaced_stops_the_update_with_exit_11_until_it_can() {
     let Some((t, immutable, _)) = stopped_part_way() else {
         return;
     };
@@ -397,7 +397,7 @@ fn a_newer_remote_commit_replaces_an_update_that_cannot_be_finished() {
 }
 
 #[test]
-fn a_newer_remote_commit_that_still_needs_the_file_fails_again_with_exit_9() {
+fn a_newer_remote_commit_that_still_needs_the_file_fails_again_with_exit_11() {
     let Some((t, immutable, old)) = stopped_part_way() else {
         return;
     };
@@ -405,7 +405,7 @@ fn a_newer_remote_commit_that_still_needs_the_file_fails_again_with_exit_9() {
     let v3 = t.dev_commit("v3");
     t.push();
     let out = t.run(&["run"]);
-    out.code(9);
+    out.code(11);
     assert!(out.error_line().contains(&v3[..7]), "names the new tip");
     assert_eq!(t.head(), old);
     drop(immutable);
