@@ -21,9 +21,10 @@ use gix::refs::transaction::{Change as RefChange, LogChange, PreviousValue, RefE
 use gix::refs::Target;
 
 use crate::checkout::Checkout;
+use crate::exit::{ExitCode, Failure};
 use crate::failpoint;
-use crate::journal;
 use crate::plan::{Change, Plan};
+use crate::{guard, journal};
 
 /// The reflog message of a branch move, as the contract promises.
 pub const FAST_FORWARD: &str = "pullstart: fast-forward";
@@ -32,40 +33,181 @@ pub const ROLLBACK: &str = "pullstart: rollback";
 
 /// Carry out `plan` on the worktree, then the index (under the lock the caller holds), then the
 /// branch ref, whose reflog gets `message`. `index` is the index as the guard checked it.
+///
+/// First every new file is written beside its path ([`stage`]): a failure there (a filter, a
+/// full disk) removes those files and the journal again, and nothing was touched. A failure
+/// after that (a file that cannot be replaced or removed) leaves the checkout mid-update, with
+/// the journal saying so: it is exit 11, which says just that, and the next run finishes the
+/// update (or replaces it with a newer remote commit, see `recover`).
 pub fn apply(
     checkout: &Checkout,
     plan: &Plan,
-    mut index: gix::index::File,
+    index: gix::index::File,
     index_lock: gix::lock::File,
     message: &str,
 ) -> anyhow::Result<()> {
-    let repo = &checkout.repo;
-    let workdir = checkout.workdir.as_path();
-    edit_index(&mut index, &plan.changes);
+    forward(checkout, plan, index, index_lock, message, Start::Untouched)
+}
+
+/// [`apply`] for an update that an earlier run left half done: any failure leaves it mid-update.
+pub fn finish(
+    checkout: &Checkout,
+    plan: &Plan,
+    index: gix::index::File,
+    index_lock: gix::lock::File,
+) -> anyhow::Result<()> {
+    forward(
+        checkout,
+        plan,
+        index,
+        index_lock,
+        FAST_FORWARD,
+        Start::MidUpdate,
+    )
+}
+
+fn forward(
+    checkout: &Checkout,
+    plan: &Plan,
+    index: gix::index::File,
+    index_lock: gix::lock::File,
+    message: &str,
+    start: Start,
+) -> anyhow::Result<()> {
     // The caller wrote the journal (phase applying): from here until it is removed below, a
     // killed run leaves it for the next run, which finishes this update (see `recover`).
     failpoint::hit("after-journal");
+    // What the index already holds (git's "keep index" cases) is left alone, entry and file.
+    let changes: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| !guard::already_staged(&index, c))
+        .collect();
+    let to_branch = || {
+        move_branch(checkout, plan, message)?;
+        failpoint::hit("after-branch");
+        Ok(())
+    };
+    let update = Update {
+        checkout,
+        tip: plan.tip,
+        rewrite: Rewrite::Always,
+        start,
+    };
+    update.carry_out(&changes, index, index_lock, to_branch)
+}
 
-    for change in plan.changes.iter().filter(|c| c.old.is_some()) {
-        remove_old(workdir, change)?;
-        failpoint::hit("remove-file");
+/// Put back the old version of every path an interrupted update to `new` changed (`changes`
+/// are the new tree against the old one), leaving the branch where it is, and remove the
+/// journal. A path whose worktree already holds its old version is not written again: the
+/// file that stopped the update is usually one of them.
+pub fn revert(
+    checkout: &Checkout,
+    changes: &[Change],
+    new: gix::ObjectId,
+    index: gix::index::File,
+    index_lock: gix::lock::File,
+) -> anyhow::Result<()> {
+    let changes: Vec<&Change> = changes.iter().collect();
+    let update = Update {
+        checkout,
+        tip: new,
+        rewrite: Rewrite::WhereDifferent,
+        start: Start::MidUpdate,
+    };
+    update.carry_out(&changes, index, index_lock, || Ok(()))
+}
+
+/// Whether a path whose worktree already holds the target version is written again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rewrite {
+    Always,
+    WhereDifferent,
+}
+
+/// The state of the checkout before this update writes anything.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// As the guard checked it: a failure before the first removal or rename touched nothing.
+    Untouched,
+    /// Already mid-update (an earlier run stopped part-way): any failure leaves it so.
+    MidUpdate,
+}
+
+struct Update<'a> {
+    checkout: &'a Checkout,
+    /// The commit the update is for, named in its errors.
+    tip: gix::ObjectId,
+    rewrite: Rewrite,
+    start: Start,
+}
+
+impl Update<'_> {
+    /// Stage the new files, then remove what the changes delete, put the new files in place,
+    /// write the index, run `then` (moving the branch) and remove the journal.
+    fn carry_out(
+        &self,
+        changes: &[&Change],
+        mut index: gix::index::File,
+        index_lock: gix::lock::File,
+        then: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let repo = &self.checkout.repo;
+        let workdir = self.checkout.workdir.as_path();
+        edit_index(&mut index, changes);
+        let staged = worktree_filters(repo, &index).and_then(|mut filters| {
+            let staged = stage(repo, &mut filters, workdir, changes, self.rewrite)?;
+            Ok((filters, staged))
+        });
+        let (mut filters, staged) = match staged {
+            Ok(staged) => staged,
+            Err(err) if self.start == Start::Untouched => return Err(self.nothing_touched(err)),
+            Err(err) => return Err(stopped_part_way(err, self.tip)),
+        };
+        (|| {
+            for change in changes.iter().filter(|c| c.old.is_some()) {
+                remove_old(workdir, change)?;
+                failpoint::hit("remove-file");
+            }
+            let with_new = changes.iter().filter(|c| c.new.is_some());
+            for (change, staged) in with_new.zip(staged) {
+                let stat = write_new(repo, &mut filters, workdir, change, staged)?;
+                set_stat(&mut index, change.path.as_bstr(), stat);
+                failpoint::hit("write-file");
+            }
+            write_index(index, index_lock)?;
+            failpoint::hit("after-index");
+            then()?;
+            journal::remove(self.checkout.git_dir())
+        })()
+        .map_err(|err| stopped_part_way(err, self.tip))
     }
-    let mut filters = worktree_filters(repo, &index)?;
-    for change in plan.changes.iter().filter(|c| c.new.is_some()) {
-        let stat = write_new(repo, &mut filters, workdir, change)?;
-        set_stat(&mut index, change.path.as_bstr(), stat);
-        failpoint::hit("write-file");
+
+    /// Nothing was removed or renamed: the journal goes too, and the error says so.
+    fn nothing_touched(&self, err: anyhow::Error) -> anyhow::Error {
+        let _ = journal::remove(self.checkout.git_dir());
+        if crate::exit::failure_of(&err).is_some() {
+            return err;
+        }
+        let message = format!(
+            "failed to prepare the update to {}: {err:#}; nothing was touched",
+            self.tip.to_hex_with_len(7)
+        );
+        err.context(Failure::new(ExitCode::Internal, message))
     }
-    write_index(index, index_lock)?;
-    failpoint::hit("after-index");
-    move_branch(checkout, plan, message)?;
-    failpoint::hit("after-branch");
-    journal::remove(checkout.git_dir())
+}
+
+fn stopped_part_way(err: anyhow::Error, tip: gix::ObjectId) -> anyhow::Error {
+    let message = format!(
+        "the update to {} stopped part-way: {err:#}; the checkout is mid-update and nothing was restarted; once the cause is fixed the next run finishes the update, or a newer remote commit replaces it",
+        tip.to_hex_with_len(7)
+    );
+    err.context(Failure::new(ExitCode::UpdateIncomplete, message))
 }
 
 /// Turn the old index into the new tree's index by editing only the changed paths, so that
 /// entries of untouched paths keep their stat data (and nothing needs re-hashing afterwards).
-fn edit_index(index: &mut gix::index::State, changes: &[Change]) {
+fn edit_index(index: &mut gix::index::State, changes: &[&Change]) {
     // The cached trees describe the old tree; git rebuilds the cache when it needs it.
     index.remove_tree();
     index.remove_resolve_undo();
@@ -214,30 +356,9 @@ fn safe_path(workdir: &Path, path: &BStr) -> anyhow::Result<Option<PathBuf>> {
 /// Create the leading directories of `path` one component at a time, refusing any component
 /// that exists as something other than a real directory.
 fn create_leading_dirs(workdir: &Path, path: &BStr) -> anyhow::Result<PathBuf> {
-    let mut abs = workdir.to_path_buf();
-    let components: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
-    let (last, leading) = components
-        .split_last()
-        .expect("split yields at least one item");
-    for component in leading {
-        abs.push(Path::new(OsStr::from_bytes(component)));
-        match std::fs::symlink_metadata(&abs) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => bail!(
-                "refusing to write through `{}`: it is not a directory",
-                abs.display()
-            ),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&abs)
-                    .with_context(|| format!("failed to create directory `{}`", abs.display()))?;
-            }
-            Err(err) => {
-                return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))
-            }
-        }
-    }
-    abs.push(Path::new(OsStr::from_bytes(last)));
-    Ok(abs)
+    leading_dirs_created(workdir, path, &mut Vec::new())?.ok_or_else(|| {
+        anyhow::anyhow!("refusing to write `{path}`: a leading component is not a directory")
+    })
 }
 
 /// The smudge side of git's filters (eol, ident, filter drivers), with `.gitattributes` read
@@ -256,62 +377,313 @@ fn worktree_filters<'repo>(
 }
 
 /// Write the new side of `change` beside its path and rename it into place; return the stat
-/// data of what is now at the path, for the index.
+/// data of what is now at the path, for the index. `staged` is what [`stage`] prepared for it.
 fn write_new(
     repo: &gix::Repository,
     filters: &mut gix::filter::Pipeline<'_>,
     workdir: &Path,
     change: &Change,
+    staged: Prepared,
 ) -> anyhow::Result<Stat> {
     let new = change.new.expect("only called for changes with a new side");
-    let path = change.path.as_bstr();
-    let abs = create_leading_dirs(workdir, path)?;
-    match new.kind {
-        EntryKind::Commit => {
-            // A submodule: git creates its (empty) directory and leaves the content alone.
-            match std::fs::create_dir(&abs) {
-                Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(err)
-                        .with_context(|| format!("failed to create directory `{}`", abs.display()))
-                }
-                _ => {}
-            }
-            return Ok(Stat::default());
+    let abs = create_leading_dirs(workdir, change.path.as_bstr())?;
+    match staged {
+        Prepared::AlreadyThere => return stat_of(&abs),
+        Prepared::Staged(tmp) => move_into_place(&tmp, &abs)?,
+        Prepared::Later if new.kind == EntryKind::Commit => {
+            return create_submodule_directory(&abs)
         }
-        EntryKind::Tree => unreachable!("plans hold no tree entries"),
-        EntryKind::Link => {
-            let blob = repo
-                .find_blob(new.id)
-                .with_context(|| format!("failed to read blob {} for `{path}`", new.id))?;
-            let target = PathBuf::from(OsStr::from_bytes(&blob.data));
-            replace_with(&abs, |tmp| std::os::unix::fs::symlink(&target, tmp))?;
-        }
-        EntryKind::Blob | EntryKind::BlobExecutable => {
-            let blob = repo
-                .find_blob(new.id)
-                .with_context(|| format!("failed to read blob {} for `{path}`", new.id))?;
-            let content = smudge(filters, path, &blob.data)?;
-            let mode = if new.kind == EntryKind::BlobExecutable {
-                0o777
-            } else {
-                0o666
-            };
-            replace_with(&abs, |tmp| {
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .open(tmp)?;
-                file.write_all(&content)?;
-                // `mode` above is masked by the umask; an existing temp name is impossible (create_new).
-                Ok(())
-            })?;
+        Prepared::Later => {
+            let content = new_content(repo, filters, change)?;
+            let tmp = write_temporary(&abs, &content)?;
+            move_into_place(&tmp, &abs)?;
         }
     }
-    let metadata = gix::index::fs::Metadata::from_path_no_follow(&abs)
+    stat_of(&abs)
+}
+
+fn stat_of(abs: &Path) -> anyhow::Result<Stat> {
+    let metadata = gix::index::fs::Metadata::from_path_no_follow(abs)
         .with_context(|| format!("failed to inspect `{}` after writing it", abs.display()))?;
     Stat::from_fs(&metadata)
         .with_context(|| format!("failed to read the times of `{}`", abs.display()))
+}
+
+/// What [`stage`] did for one new file before anything was removed or renamed.
+enum Prepared {
+    /// Written beside its path, at this temporary name, waiting to be renamed into place.
+    Staged(PathBuf),
+    /// Its path already holds it (only when reverting): nothing to write.
+    AlreadyThere,
+    /// Written when its turn comes: a submodule, or a path whose directory does not exist yet
+    /// (or is a file or symlink the update removes first).
+    Later,
+}
+
+/// Before the first removal or rename: run the smudge filters for every new file and write the
+/// result beside its path, wherever its directory already exists. So what the pushed content
+/// and the filters can fail on (a `required` filter that fails, a blob that cannot be read, a
+/// disk too full for the new files) fails here, with nothing touched; the temporary files
+/// written so far are removed again. Returns what was done for each change with a new side.
+fn stage(
+    repo: &gix::Repository,
+    filters: &mut gix::filter::Pipeline<'_>,
+    workdir: &Path,
+    changes: &[&Change],
+    rewrite: Rewrite,
+) -> anyhow::Result<Vec<Prepared>> {
+    let mut prepared = Vec::new();
+    let mut created_dirs = Vec::new();
+    let result = (|| {
+        for change in changes.iter().filter(|c| c.new.is_some()) {
+            prepared.push(prepare(
+                repo,
+                filters,
+                workdir,
+                change,
+                rewrite,
+                &mut created_dirs,
+            )?);
+        }
+        Ok(())
+    })();
+    if let Err(err) = result {
+        for done in prepared {
+            if let Prepared::Staged(tmp) = done {
+                let _ = std::fs::remove_file(tmp);
+            }
+        }
+        for dir in created_dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(err);
+    }
+    Ok(prepared)
+}
+
+/// `workdir/path`, once the leading directories that are missing are created (and recorded in
+/// `created`, so that a failed staging removes them again). `None` when a leading component
+/// exists as something other than a real directory (for staging: a file or symlink that this
+/// update removes first, so the file is written later). Components are created one at a time
+/// and never followed through a symlink.
+fn leading_dirs_created(
+    workdir: &Path,
+    path: &BStr,
+    created: &mut Vec<PathBuf>,
+) -> anyhow::Result<Option<PathBuf>> {
+    let mut abs = workdir.to_path_buf();
+    let components: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+    let (last, leading) = components
+        .split_last()
+        .expect("split yields at least one item");
+    for component in leading {
+        abs.push(Path::new(OsStr::from_bytes(component)));
+        match std::fs::symlink_metadata(&abs) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Ok(None),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&abs)
+                    .with_context(|| format!("failed to create directory `{}`", abs.display()))?;
+                created.push(abs.clone());
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))
+            }
+        }
+    }
+    abs.push(Path::new(OsStr::from_bytes(last)));
+    Ok(Some(abs))
+}
+
+fn prepare(
+    repo: &gix::Repository,
+    filters: &mut gix::filter::Pipeline<'_>,
+    workdir: &Path,
+    change: &Change,
+    rewrite: Rewrite,
+    created_dirs: &mut Vec<PathBuf>,
+) -> anyhow::Result<Prepared> {
+    let new = change.new.expect("only called for changes with a new side");
+    if new.kind == EntryKind::Commit {
+        return Ok(Prepared::Later);
+    }
+    let Some(abs) = leading_dirs_created(workdir, change.path.as_bstr(), created_dirs)? else {
+        return Ok(Prepared::Later);
+    };
+    if rewrite == Rewrite::WhereDifferent && already_there(repo, filters, &abs, change)? {
+        return Ok(Prepared::AlreadyThere);
+    }
+    let content = new_content(repo, filters, change).map_err(|err| {
+        let Some(FilterFailed(path)) = err.downcast_ref::<FilterFailed>() else {
+            return err;
+        };
+        // The filter driver is the local git config's, the content the remote's: either can be
+        // the fix, and until one is, every run would fail the same way.
+        let cause: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
+        let message = format!(
+            "refused: the filters for `{path}` failed: {}; nothing was touched; fix the filter driver in the git config, or the file on the remote branch",
+            cause.join(": ")
+        );
+        err.context(Failure::usage(message))
+    })?;
+    Ok(Prepared::Staged(write_temporary(&abs, &content)?))
+}
+
+/// Context on an error of the smudge filters for this path.
+#[derive(Debug)]
+struct FilterFailed(gix::bstr::BString);
+
+impl std::fmt::Display for FilterFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the filters for `{}` failed", self.0)
+    }
+}
+
+/// The new side of a change as it goes on disk.
+enum Content {
+    Link(PathBuf),
+    File { bytes: Vec<u8>, mode: u32 },
+}
+
+fn new_content(
+    repo: &gix::Repository,
+    filters: &mut gix::filter::Pipeline<'_>,
+    change: &Change,
+) -> anyhow::Result<Content> {
+    let new = change.new.expect("only called for changes with a new side");
+    let path = change.path.as_bstr();
+    let blob = repo
+        .find_blob(new.id)
+        .with_context(|| format!("failed to read blob {} for `{path}`", new.id))?;
+    Ok(match new.kind {
+        EntryKind::Link => Content::Link(PathBuf::from(OsStr::from_bytes(&blob.data))),
+        EntryKind::Blob | EntryKind::BlobExecutable => Content::File {
+            bytes: smudge(filters, path, &blob.data)
+                .map_err(|err| err.context(FilterFailed(path.to_owned())))?,
+            // Masked by the umask, as git's checkout is.
+            mode: if new.kind == EntryKind::BlobExecutable {
+                0o777
+            } else {
+                0o666
+            },
+        },
+        EntryKind::Tree | EntryKind::Commit => unreachable!("only blobs and symlinks have content"),
+    })
+}
+
+/// Create `content` at a temporary name beside `abs`; returns that name.
+fn write_temporary(abs: &Path, content: &Content) -> anyhow::Result<PathBuf> {
+    let tmp = temporary_sibling(abs, std::process::id());
+    let written = match content {
+        Content::Link(target) => std::os::unix::fs::symlink(target, &tmp),
+        Content::File { bytes, mode } => OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(*mode)
+            .open(&tmp)
+            .and_then(|mut file| file.write_all(bytes)),
+    };
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err).with_context(|| format!("failed to write `{}`", tmp.display()));
+    }
+    Ok(tmp)
+}
+
+/// Rename the temporary file over `abs`, so that readers see the old file or the new one, never
+/// a half-written one. An empty directory in the way is removed first, as git removes it.
+fn move_into_place(tmp: &Path, abs: &Path) -> anyhow::Result<()> {
+    let moved = remove_empty_directory(abs).and_then(|()| {
+        std::fs::rename(tmp, abs).with_context(|| {
+            format!(
+                "failed to rename `{}` to `{}`",
+                tmp.display(),
+                abs.display()
+            )
+        })
+    });
+    if moved.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    moved
+}
+
+/// Whether `abs` already is the new side of `change` (type, executable bit and content, after
+/// the smudge filters).
+fn already_there(
+    repo: &gix::Repository,
+    filters: &mut gix::filter::Pipeline<'_>,
+    abs: &Path,
+    change: &Change,
+) -> anyhow::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let new = change.new.expect("only called for changes with a new side");
+    let Ok(metadata) = std::fs::symlink_metadata(abs) else {
+        return Ok(false);
+    };
+    let blob = repo
+        .find_blob(new.id)
+        .with_context(|| format!("failed to read blob {} for `{}`", new.id, change.path))?;
+    let same = match new.kind {
+        EntryKind::Link => {
+            metadata.is_symlink()
+                && std::fs::read_link(abs).is_ok_and(|t| t.as_os_str().as_bytes() == blob.data)
+        }
+        EntryKind::Blob | EntryKind::BlobExecutable => {
+            let executable = metadata.permissions().mode() & 0o100 != 0;
+            metadata.is_file()
+                && executable == (new.kind == EntryKind::BlobExecutable)
+                && read_regular_file(abs)?.is_some_and(|bytes| {
+                    smudge(filters, change.path.as_bstr(), &blob.data).is_ok_and(|c| c == bytes)
+                })
+        }
+        EntryKind::Tree | EntryKind::Commit => false,
+    };
+    Ok(same)
+}
+
+/// The content of `abs` if it is a regular file (see [`guard::open_regular_file`]).
+fn read_regular_file(abs: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(mut file) = guard::open_regular_file(abs)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("failed to read `{}`", abs.display()))?;
+    Ok(Some(bytes))
+}
+
+/// A submodule: git creates its (empty) directory and leaves the content alone.
+fn create_submodule_directory(abs: &Path) -> anyhow::Result<Stat> {
+    match std::fs::create_dir(abs) {
+        Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(err).with_context(|| format!("failed to create directory `{}`", abs.display()))
+        }
+        _ => Ok(Stat::default()),
+    }
+}
+
+/// An empty directory where a file goes (an untracked empty one, one that a local deletion
+/// left empty, empty directories inside a directory the update replaces) is removed, as git
+/// removes it. The guard has proven that nothing but directories is inside; anything else found
+/// here is left and fails the write.
+fn remove_empty_directory(abs: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(abs) {
+        Ok(m) if m.is_dir() => remove_empty_tree(abs)
+            .with_context(|| format!("failed to remove the empty directory `{}`", abs.display())),
+        _ => Ok(()),
+    }
+}
+
+fn remove_empty_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_empty_tree(&entry.path())?;
+        }
+    }
+    // Fails with "directory not empty" if anything but directories was inside.
+    std::fs::remove_dir(dir)
 }
 
 fn smudge(
@@ -344,27 +716,6 @@ fn smudge(
             }
         },
     )
-}
-
-/// Create the new content at a temporary name in the same directory, then rename it over
-/// `abs`, so that readers see the old file or the new one, never a half-written one.
-fn replace_with(abs: &Path, create: impl Fn(&Path) -> std::io::Result<()>) -> anyhow::Result<()> {
-    let tmp = temporary_sibling(abs, std::process::id());
-    if let Err(err) = create(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err).with_context(|| format!("failed to write `{}`", tmp.display()));
-    }
-    if let Err(err) = std::fs::rename(&tmp, abs) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err).with_context(|| {
-            format!(
-                "failed to rename `{}` to `{}`",
-                tmp.display(),
-                abs.display()
-            )
-        });
-    }
-    Ok(())
 }
 
 /// `dir/.name.pullstart-<pid>.tmp`: recognisable, so a run killed mid-write leaves a name that

@@ -32,6 +32,8 @@ pub enum ExitCode {
     UntrustedCommit = 9,
     /// Only with `--detailed-exitcode`: an update was applied (or, for `check`, is pending).
     Updated = 10,
+    /// The worktree update stopped part-way: the checkout is mid-update until a run finishes it.
+    UpdateIncomplete = 11,
 }
 
 impl ExitCode {
@@ -52,6 +54,7 @@ impl ExitCode {
             ExitCode::Locked => "locked",
             ExitCode::RebuildRequired => "rebuild_required",
             ExitCode::UntrustedCommit => "untrusted_commit",
+            ExitCode::UpdateIncomplete => "update_incomplete",
         }
     }
 
@@ -70,7 +73,9 @@ Exit codes:
   8   dependency or image files changed and the policy says stop
   9   refused: verify_signatures is on and a commit of the update is not signed by a trusted
       key; nothing was touched
-  10  with --detailed-exitcode: an update was applied (check, status: is pending)";
+  10  with --detailed-exitcode: an update was applied (check, status: is pending)
+  11  the update stopped part-way (a file that cannot be written, a full disk): the checkout
+      is mid-update; the next run finishes it, or a newer remote commit replaces it";
 }
 
 /// A failure whose kind decides the exit code. The message is the one line the user sees:
@@ -140,6 +145,7 @@ mod tests {
             (ExitCode::RebuildRequired, 8),
             (ExitCode::UntrustedCommit, 9),
             (ExitCode::Updated, 10),
+            (ExitCode::UpdateIncomplete, 11),
         ];
         for (code, number) in table {
             assert_eq!(code.code(), number, "{code:?}");
@@ -161,6 +167,7 @@ mod tests {
             (ExitCode::RebuildRequired, "rebuild_required"),
             (ExitCode::UntrustedCommit, "untrusted_commit"),
             (ExitCode::Updated, "updated"),
+            (ExitCode::UpdateIncomplete, "update_incomplete"),
         ] {
             let row = format!("| {} | `{result}`", code.code());
             assert!(

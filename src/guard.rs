@@ -32,6 +32,8 @@ pub enum Reason {
     UntrackedWhereDirectoryNeeded,
     /// Untracked content inside a directory that the update turns into a file.
     UntrackedInsideDirectory,
+    /// An unmerged entry (a conflict a merge left): git refuses any merge until it is resolved.
+    Unmerged,
 }
 
 impl Reason {
@@ -42,6 +44,7 @@ impl Reason {
             Reason::Untracked => "untracked",
             Reason::UntrackedWhereDirectoryNeeded => "untracked, the update needs a directory here",
             Reason::UntrackedInsideDirectory => "untracked, inside a directory the update replaces",
+            Reason::Unmerged => "unmerged",
         }
     }
 }
@@ -53,17 +56,143 @@ pub struct Blocked {
     pub reason: Reason,
 }
 
-/// Refuse (exit 4) when the update would overwrite local work; the error lists the paths.
+/// Refuse (exit 4) when the update would overwrite local work, or when the index holds
+/// unmerged entries (as git does for any merge); the error lists the paths.
 pub fn check(
     repo: &gix::Repository,
     index: &gix::index::State,
     changes: &[Change],
 ) -> anyhow::Result<()> {
+    refuse_unwritable_tree(repo, changes)?;
+    let unmerged = unmerged_paths(index);
+    if !unmerged.is_empty() {
+        return Err(unmerged_refusal(&unmerged).into());
+    }
     let blocked = blocked_paths(repo, index, changes)?;
     if blocked.is_empty() {
         return Ok(());
     }
     Err(refusal(&blocked).into())
+}
+
+/// What the pushed tree alone would make the apply fail on half-way is refused before anything is
+/// written (exit 2, fix the remote): a symlink whose target the system cannot store (longer than
+/// `PATH_MAX`, empty, or holding a NUL), and a path that the new tree holds twice, or as a file
+/// with more below it (possible only in a hand-made tree; git's fsck calls it `duplicateEntries`):
+/// writing through such a symlink could leave the worktree.
+fn refuse_unwritable_tree(repo: &gix::Repository, changes: &[Change]) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    let new_files: HashSet<&BStr> = changes
+        .iter()
+        .filter(|c| c.new.is_some())
+        .map(|c| c.path.as_bstr())
+        .collect();
+    let mut seen = HashSet::new();
+    for change in changes {
+        let Some(new) = change.new else { continue };
+        let path = change.path.as_bstr();
+        if !seen.insert(path) {
+            problems.push(format!("`{path}` (listed twice)"));
+        }
+        if let Some(file) = leading_file(path, &new_files) {
+            problems.push(format!(
+                "`{path}` (below `{file}`, which is not a directory)"
+            ));
+        }
+        if new.kind == EntryKind::Link {
+            if let Some(why) = unwritable_symlink(repo, new.id)? {
+                problems.push(format!("`{path}` ({why})"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<String> = problems.iter().take(5).cloned().collect();
+    Err(Failure::usage(format!(
+        "refused: the remote tree cannot be checked out: {}{}; nothing was touched; fix the remote branch",
+        shown.join(", "),
+        if problems.len() > 5 { format!(" and {} more", problems.len() - 5) } else { String::new() }
+    ))
+    .into())
+}
+
+/// The first leading directory of `path` that the new tree also holds as a file or symlink.
+fn leading_file<'p>(path: &'p BStr, new_files: &HashSet<&BStr>) -> Option<&'p BStr> {
+    path.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'/')
+        .map(|(i, _)| path[..i].as_bstr())
+        .find(|prefix| new_files.contains(prefix))
+}
+
+/// Why a symlink with this blob as its target cannot be created, if it cannot.
+fn unwritable_symlink(repo: &gix::Repository, id: gix::ObjectId) -> anyhow::Result<Option<String>> {
+    // PATH_MAX counts the terminating NUL.
+    let limit = libc::PATH_MAX as u64 - 1;
+    let size = repo
+        .find_header(id)
+        .with_context(|| format!("failed to read object {id}"))?
+        .size();
+    if size > limit {
+        return Ok(Some(format!(
+            "a symlink target of {size} bytes, over the system's limit of {limit}"
+        )));
+    }
+    let blob = repo
+        .find_blob(id)
+        .with_context(|| format!("failed to read blob {id}"))?;
+    Ok(if blob.data.is_empty() {
+        Some("an empty symlink target".into())
+    } else if blob.data.contains(&0) {
+        Some("a symlink target with a NUL byte".into())
+    } else {
+        None
+    })
+}
+
+/// Every path with an unmerged entry (stages 1 to 3), once, in index order.
+fn unmerged_paths(index: &gix::index::State) -> Vec<BString> {
+    let mut paths: Vec<BString> = index
+        .entries()
+        .iter()
+        .filter(|e| e.stage() != Stage::Unconflicted)
+        .map(|e| e.path(index).to_owned())
+        .collect();
+    paths.dedup();
+    paths
+}
+
+/// git refuses to merge while a conflict is unresolved, wherever it is ("you have unmerged
+/// files"): updating around it would leave a half-resolved merge on top of new code.
+fn unmerged_refusal(paths: &[BString]) -> Failure {
+    const SHOWN: usize = 5;
+    let mut list: Vec<String> = paths.iter().take(SHOWN).map(|p| p.to_string()).collect();
+    if paths.len() > SHOWN {
+        list.push(format!("and {} more", paths.len() - SHOWN));
+    }
+    Failure::new(
+        ExitCode::RefusedLocalChanges,
+        format!(
+            "refused: the index has unmerged paths {} (a merge left conflicts); resolve them with `git add` or `git rm` and commit, or `git merge --abort` (nothing was touched)",
+            list.join(", ")
+        ),
+    )
+}
+
+/// Whether the index already holds what the update puts at this path: git's "keep index"
+/// cases (a staged change or addition equal to the new version, a staged deletion of a path
+/// the update deletes). git leaves such a path alone, index entry and worktree alike, and so
+/// does the apply.
+pub fn already_staged(index: &gix::index::State, change: &Change) -> bool {
+    let path = change.path.as_bstr();
+    let in_index = index
+        .entry_by_path_and_stage(path, Stage::Unconflicted)
+        .map(|e| (e.mode.to_tree_entry_mode().map(|m| m.kind()), e.id));
+    let conflicted = [Stage::Base, Stage::Ours, Stage::Theirs]
+        .into_iter()
+        .any(|stage| index.entry_by_path_and_stage(path, stage).is_some());
+    !conflicted && in_index == change.new.map(|e| (Some(e.kind), e.id))
 }
 
 /// The one-line refusal naming the first few blocking paths.
@@ -93,7 +222,13 @@ pub fn blocked_paths(
     changes: &[Change],
 ) -> anyhow::Result<Vec<Blocked>> {
     let mut guard = Guard::new(repo, index, changes)?;
-    let mut blocked = Vec::new();
+    let mut blocked: Vec<Blocked> = unmerged_paths(index)
+        .into_iter()
+        .map(|path| Blocked {
+            path,
+            reason: Reason::Unmerged,
+        })
+        .collect();
     for change in changes {
         guard.check_change(change, &mut blocked)?;
     }
@@ -159,6 +294,27 @@ pub fn foreign_content(
     Ok(blocked)
 }
 
+/// `abs` opened for reading if it is a regular file, else `None`: opened without following a
+/// symlink and without blocking (`O_NONBLOCK`, which a FIFO would otherwise need a writer for),
+/// and checked on the open file, so that a swap after a `stat` changes nothing.
+pub fn open_regular_file(abs: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(abs)
+    {
+        Ok(file) => file,
+        // ELOOP: a symlink swapped in since the caller looked.
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(err) => return Err(err).with_context(|| format!("failed to read `{}`", abs.display())),
+    };
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("failed to inspect `{}`", abs.display()))?;
+    Ok(metadata.is_file().then_some(file))
+}
+
 fn dedup_keep_order(blocked: &mut Vec<Blocked>) {
     let mut seen = HashSet::new();
     blocked.retain(|b| seen.insert(b.path.clone()));
@@ -211,6 +367,12 @@ impl<'a> Guard<'a> {
         blocked: &mut Vec<Blocked>,
     ) -> anyhow::Result<()> {
         let path = change.path.as_bstr();
+        if already_staged(self.index, change) {
+            if change.new.is_none() {
+                self.staged_deletion_in_the_way(path, blocked)?;
+            }
+            return Ok(());
+        }
         if let Some(reason) = self.staged(path, change.old) {
             blocked.push(Blocked {
                 path: path.to_owned(),
@@ -219,6 +381,14 @@ impl<'a> Guard<'a> {
             return Ok(());
         }
         match change.old {
+            Some(old)
+                if old.kind == EntryKind::Commit
+                    && change.new.is_some_and(|new| new.kind != EntryKind::Commit) =>
+            {
+                // A submodule the update replaces with a file: its directory is removed only
+                // when empty, so whatever its checkout holds is in the way.
+                self.submodule_content_in_the_way(path, blocked)?;
+            }
             Some(_) => {
                 if let Some(b) = self.tracked_path_modified(path)? {
                     blocked.push(b);
@@ -234,6 +404,47 @@ impl<'a> Guard<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A staged deletion (`git rm`) of a path the update deletes too: the path is no longer
+    /// tracked, so whatever is there now (`git rm --cached` leaves the file) is untracked work
+    /// that the update must not remove. git refuses the same way ("untracked working tree files
+    /// would be removed"); an empty directory there is left alone.
+    fn staged_deletion_in_the_way(
+        &self,
+        path: &BStr,
+        blocked: &mut Vec<Blocked>,
+    ) -> anyhow::Result<()> {
+        if self.first_non_directory_ancestor(path).is_some() {
+            return Ok(()); // nothing can be at `path`: a leading component is not a directory
+        }
+        let abs = self.abs(path);
+        match std::fs::symlink_metadata(&abs) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(err).with_context(|| format!("failed to inspect `{}`", abs.display())),
+            Ok(m) if m.is_dir() => self.untracked_inside(path, &abs, blocked),
+            Ok(_) => {
+                blocked.push(Blocked {
+                    path: path.to_owned(),
+                    reason: Reason::Untracked,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn submodule_content_in_the_way(
+        &self,
+        path: &BStr,
+        blocked: &mut Vec<Blocked>,
+    ) -> anyhow::Result<()> {
+        let abs = self.abs(path);
+        match std::fs::symlink_metadata(&abs) {
+            Ok(m) if m.is_dir() && self.first_non_directory_ancestor(path).is_none() => {
+                self.untracked_inside(path, &abs, blocked)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The index must hold exactly HEAD's entry at `path`, unmerged entries count as staged.
@@ -331,7 +542,10 @@ impl<'a> Guard<'a> {
         }))
     }
 
-    /// Hash the worktree file as `git add` would (through the clean filters).
+    /// Hash the worktree file as `git add` would (through the clean filters). Anything that is
+    /// neither a regular file nor a symlink (a FIFO, a socket, a device) hashes to the null id,
+    /// which no version has: it is never opened (opening a FIFO blocks until someone writes),
+    /// and counts as a local change, as git counts it a type change.
     fn hash_worktree_file(
         &mut self,
         path: &BStr,
@@ -343,9 +557,10 @@ impl<'a> Guard<'a> {
                 .with_context(|| format!("failed to read link `{}`", abs.display()))?;
             target.into_os_string().into_vec()
         } else {
-            let file = std::fs::File::open(abs)
-                .with_context(|| format!("failed to read `{}`", abs.display()))?;
-            self.clean(path, file)?
+            match open_regular_file(abs)? {
+                Some(file) => self.clean(path, file)?,
+                None => return Ok(gix::ObjectId::null(self.repo.object_hash())),
+            }
         };
         gix::objs::compute_hash(self.repo.object_hash(), gix::objs::Kind::Blob, &data)
             .with_context(|| format!("failed to hash `{}`", abs.display()))
@@ -353,11 +568,15 @@ impl<'a> Guard<'a> {
 
     fn clean(&mut self, path: &BStr, file: std::fs::File) -> anyhow::Result<Vec<u8>> {
         if self.filters.is_none() {
+            // The attributes of the index (HEAD's, or what is staged), never the worktree's
+            // `.gitattributes` files: gix opens those without O_NONBLOCK, and a FIFO put there
+            // (from a container sharing the checkout) would hang the run holding the lock. A
+            // local, unstaged edit of `.gitattributes` thus does not change how files compare.
             let attributes = self
                 .repo
                 .attributes_only(
                     self.index,
-                    gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
+                    gix::worktree::stack::state::attributes::Source::IdMapping,
                 )
                 .context("failed to read .gitattributes")?;
             self.filters = Some(

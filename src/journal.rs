@@ -76,7 +76,7 @@ pub fn write(git_dir: &Path, journal: &Journal) -> anyhow::Result<()> {
 /// remedy: guessing could overwrite local work.
 pub fn read(git_dir: &Path) -> anyhow::Result<Option<Journal>> {
     let path = path(git_dir);
-    let text = match std::fs::read_to_string(&path) {
+    let text = match read_text(&path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => {
@@ -84,13 +84,33 @@ pub fn read(git_dir: &Path) -> anyhow::Result<Option<Journal>> {
                 .with_context(|| format!("failed to read the journal `{}`", path.display()))
         }
     };
-    parse(&text).map(Some).ok_or_else(|| {
+    text.as_deref().and_then(parse).map(Some).ok_or_else(|| {
         Failure::usage(format!(
             "the journal `{}` is damaged; check that `git status` shows what you expect, then remove that file",
             path.display()
         ))
         .into()
     })
+}
+
+/// The journal's text, or `None` when it is not a regular file of a journal's size: a FIFO
+/// there must not hang the run (it is opened without blocking), nor a huge file fill memory.
+fn read_text(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const AT_MOST: u64 = 4096;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    if file.take(AT_MOST + 1).read_to_string(&mut text).is_err() || text.len() as u64 > AT_MOST {
+        return Ok(None);
+    }
+    Ok(Some(text))
 }
 
 fn parse(text: &str) -> Option<Journal> {
@@ -176,6 +196,21 @@ mod tests {
         remove(dir.path()).unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
         remove(dir.path()).unwrap();
+        std::fs::remove_file(path(dir.path())).ok();
+        let fifo =
+            std::ffi::CString::new(path(dir.path()).into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        // In a thread with a time limit: a read that blocks must fail the test, not hang it.
+        let (done, result) = std::sync::mpsc::channel();
+        let git_dir = dir.path().to_path_buf();
+        std::thread::spawn(move || done.send(read(&git_dir).map_err(|e| e.to_string())));
+        let outcome = result
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO journal blocked");
+        let err = outcome.unwrap_err();
+        assert!(err.contains("damaged"), "a FIFO: {err}");
+        std::fs::remove_file(path(dir.path())).unwrap();
         for junk in [
             "",
             "pullstart journal 1\nold x\n",

@@ -162,7 +162,7 @@ pub fn changes(
     // `Repository::diff_tree_to_tree`: that one also loads the index and an attribute stack for
     // blob diffs we never make, which doubled the memory and the time of an update in a large
     // repository (see contrib/bench).
-    let mut recorder = gix::diff::tree::Recorder::default();
+    let mut recorder = CheckedRecorder::default();
     gix::diff::tree(
         gix::objs::TreeRefIter::from_bytes(&old.data, repo.object_hash()),
         gix::objs::TreeRefIter::from_bytes(&new.data, repo.object_hash()),
@@ -171,9 +171,92 @@ pub fn changes(
         &mut recorder,
     )
     .with_context(|| format!("failed to diff trees {old_tree} and {new_tree}"))?;
-    let mut changes: Vec<Change> = recorder.records.into_iter().filter_map(to_change).collect();
+    if !recorder.unsafe_names.is_empty() {
+        return Err(unsafe_names_refusal(new_tree, &recorder.unsafe_names).into());
+    }
+    let mut changes: Vec<Change> = recorder
+        .inner
+        .records
+        .into_iter()
+        .filter_map(to_change)
+        .collect();
     changes.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(changes)
+}
+
+fn unsafe_names_refusal(new_tree: ObjectId, names: &[String]) -> Failure {
+    const SHOWN: usize = 5;
+    let mut list: Vec<&str> = names.iter().take(SHOWN).map(String::as_str).collect();
+    let more = format!("and {} more", names.len().saturating_sub(SHOWN));
+    if names.len() > SHOWN {
+        list.push(&more);
+    }
+    Failure::usage(format!(
+        "refused: the remote tree {new_tree} has entries that git would never check out: {}; nothing was touched; fix the remote branch",
+        list.join(", ")
+    ))
+}
+
+/// gix's tree-diff recorder, which also checks every entry name on the new side as git's
+/// `verify_path` does. The recorder only sees names joined into paths, where a name holding a
+/// `/` (which a hand-made tree object can have) looks like two components: such an entry would
+/// give the index two entries for one path. So the names are followed here one by one, in
+/// step with the recorder's own path.
+#[derive(Default)]
+struct CheckedRecorder {
+    inner: gix::diff::tree::Recorder,
+    /// The entry names leading to the current entry.
+    names: Vec<BString>,
+    /// The names of the trees still to be visited, as the recorder queues their paths.
+    queued: std::collections::VecDeque<Vec<BString>>,
+    /// The refused entries, described for the user.
+    unsafe_names: Vec<String>,
+}
+
+impl gix::diff::tree::Visit for CheckedRecorder {
+    fn pop_front_tracked_path_and_set_current(&mut self) {
+        self.names = self.queued.pop_front().unwrap_or_default();
+        self.inner.pop_front_tracked_path_and_set_current();
+    }
+
+    fn push_back_tracked_path_component(&mut self, component: &BStr) {
+        self.names.push(component.to_owned());
+        self.queued.push_back(self.names.clone());
+        self.inner.push_back_tracked_path_component(component);
+    }
+
+    fn push_path_component(&mut self, component: &BStr) {
+        self.names.push(component.to_owned());
+        self.inner.push_path_component(component);
+    }
+
+    fn pop_path_component(&mut self) {
+        self.names.pop();
+        self.inner.pop_path_component();
+    }
+
+    fn visit(&mut self, change: gix::diff::tree::visit::Change) -> gix::diff::tree::visit::Action {
+        use gix::diff::tree::visit::Change as C;
+        // Only what the update writes is checked: a push that deletes such an entry is a fix.
+        let new_kind = match &change {
+            C::Addition { entry_mode, .. } | C::Modification { entry_mode, .. } => {
+                Some(entry_mode.kind())
+            }
+            C::Deletion { .. } => None,
+        };
+        if let (Some(kind), Some((name, parents))) = (new_kind, self.names.split_last()) {
+            if let Some(why) = unsafe_name(name.as_bstr(), kind) {
+                let within = if parents.is_empty() {
+                    "the root tree".to_string()
+                } else {
+                    format!("`{}`", parents.join(&b'/').as_bstr())
+                };
+                self.unsafe_names
+                    .push(format!("{:?} in {within} ({why})", name.as_bstr()));
+            }
+        }
+        self.inner.visit(change)
+    }
 }
 
 fn to_change(change: gix::diff::tree::recorder::Change) -> Option<Change> {
@@ -220,24 +303,37 @@ pub fn paths(changes: &[Change]) -> Vec<BString> {
 /// (`core.protectNTFS` on, `core.protectHFS` off); file names that are merely invalid on Windows
 /// are fine here, as git checks them out too.
 pub fn unsafe_path(path: &BStr, kind: EntryKind) -> Option<String> {
-    use gix::validate::path::component;
-    let options = component::Options {
-        protect_windows: false,
-        protect_hfs: false,
-        protect_ntfs: true,
-    };
     let parts: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
-        let mode = (last && kind == EntryKind::Link).then_some(component::Mode::Symlink);
-        if let Err(err) = component(part.as_bstr(), mode, options) {
-            return Some(format!("`{}` ({err})", path));
+        let kind = if last { kind } else { EntryKind::Tree };
+        if let Some(why) = unsafe_name(part.as_bstr(), kind) {
+            return Some(format!("`{}` ({why})", path));
         }
     }
     if path.starts_with(b"/") {
         return Some(format!("`{path}` (absolute path)"));
     }
     None
+}
+
+/// Why git's `verify_path` would refuse one tree entry name of this kind, if it would: empty,
+/// `.` or `..`, holding a `/` or a NUL, `.git` in any case or NTFS spelling, or a symlink named
+/// `.gitmodules`.
+pub fn unsafe_name(name: &BStr, kind: EntryKind) -> Option<String> {
+    use gix::validate::path::component;
+    let options = component::Options {
+        protect_windows: false,
+        protect_hfs: false,
+        protect_ntfs: true,
+    };
+    if name.contains(&0) {
+        return Some("a name with a NUL byte".into());
+    }
+    let mode = (kind == EntryKind::Link).then_some(component::Mode::Symlink);
+    component(name, mode, options)
+        .err()
+        .map(|err| err.to_string())
 }
 
 #[cfg(test)]
@@ -351,5 +447,22 @@ mod tests {
             assert_eq!(unsafe_path(good.into(), EntryKind::Blob), None, "{good}");
         }
         assert!(unsafe_path(".gitmodules".into(), EntryKind::Link).is_some());
+    }
+
+    #[test]
+    fn entry_names_are_checked_as_git_verify_path_does() {
+        for bad in [
+            "a/b", "/", "", ".", "..", ".git", ".GIT", ".gIt", "git~1", ".git.", "a\0b",
+        ] {
+            assert!(
+                unsafe_name(bad.as_bytes().as_bstr(), EntryKind::Blob).is_some(),
+                "{bad:?}"
+            );
+        }
+        for good in ["a", ".github", ".gitignore", "a b", "..a", "a.."] {
+            assert_eq!(unsafe_name(good.into(), EntryKind::Blob), None, "{good:?}");
+        }
+        assert!(unsafe_name(".gitmodules".into(), EntryKind::Link).is_some());
+        assert_eq!(unsafe_name(".gitmodules".into(), EntryKind::Blob), None);
     }
 }

@@ -15,18 +15,36 @@ use gix::bstr::ByteSlice;
 use gix::ObjectId;
 
 use crate::checkout::{self, Checkout};
-use crate::exit::{fail, ExitCode, Failure};
+use crate::exit::{self, fail, ExitCode, Failure};
 use crate::journal::{self, Journal, Phase};
 use crate::plan::{self, Plan};
 use crate::select::Services;
 use crate::{apply, guard, run};
 
+/// What [`recover`] found.
+pub enum Recovered {
+    /// No journal: no update was interrupted.
+    Nothing,
+    /// The interrupted update is finished (or turned out to be done); HEAD is where it went.
+    Finished(Journal),
+    /// The interrupted update cannot be finished now (exit 11: a file that cannot be written, a
+    /// full disk). A newer remote commit may replace it: see [`supersede`].
+    Unfinished(Unfinished),
+}
+
+/// An interrupted update that stopped part-way again, and why.
+pub struct Unfinished {
+    journal: Journal,
+    error: anyhow::Error,
+}
+
 /// Finish the journaled update, if any; on return HEAD is where the journal said it would go
-/// (and `checkout.head` says so), or there was nothing to recover.
-pub fn recover(checkout: &mut Checkout) -> anyhow::Result<Option<Journal>> {
+/// (and `checkout.head` says so), or there was nothing to recover, or the update could not be
+/// finished and the checkout is still mid-update.
+pub fn recover(checkout: &mut Checkout) -> anyhow::Result<Recovered> {
     let git_dir = checkout.git_dir().to_path_buf();
     let Some(journal) = journal::read(&git_dir)? else {
-        return Ok(None);
+        return Ok(Recovered::Nothing);
     };
     if journal::writer_alive(&journal) {
         return fail(
@@ -41,7 +59,7 @@ pub fn recover(checkout: &mut Checkout) -> anyhow::Result<Option<Journal>> {
     if journal.phase == Phase::Guarding {
         // Killed while checking for local changes: nothing was touched; the run starts over.
         journal::remove(&git_dir)?;
-        return Ok(None);
+        return Ok(Recovered::Nothing);
     }
     let branch_now = branch_tip(checkout)?;
     if branch_now == Some(journal.new) || branch_now != journal.old {
@@ -49,11 +67,55 @@ pub fn recover(checkout: &mut Checkout) -> anyhow::Result<Option<Journal>> {
         // journal no longer describes work to finish.
         journal::remove(&git_dir)?;
         checkout.head = branch_now;
-        return Ok(Some(journal));
+        return Ok(Recovered::Finished(journal));
     }
-    finish(checkout, &journal)?;
-    checkout.head = Some(journal.new);
-    Ok(Some(journal))
+    match finish(checkout, &journal) {
+        Ok(()) => {
+            checkout.head = Some(journal.new);
+            Ok(Recovered::Finished(journal))
+        }
+        Err(error) if exit::code_of(&error) == ExitCode::UpdateIncomplete => {
+            Ok(Recovered::Unfinished(Unfinished { journal, error }))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The remote tip `tip` was fetched while an interrupted update still cannot be finished. When
+/// it is the same commit, that is the failure to report again. When the remote moved on (a
+/// push that fixes or avoids what stopped the update) and `tip` is a fast-forward of where the
+/// branch still is, the unfinished update is undone instead: every path it changed gets its
+/// old version back (those already holding it are not written again, so the file that stopped
+/// the update is left alone), the journal goes, and the run goes on to `tip` from the old
+/// commit with the usual guard. Local work is never overwritten: a changed path that holds
+/// neither version refuses, as when finishing.
+pub fn supersede(checkout: &Checkout, unfinished: Unfinished, tip: ObjectId) -> anyhow::Result<()> {
+    let Unfinished { journal, error } = unfinished;
+    let repo = &checkout.repo;
+    if tip == journal.new || plan::relation(repo, journal.old, tip, None)? != plan::Relation::Behind
+    {
+        return Err(error);
+    }
+    let back = plan::changes(
+        repo,
+        checkout::tree_of(repo, Some(journal.new))?,
+        checkout::tree_of(repo, journal.old)?,
+    )?;
+    let index_lock = run::lock_index(repo)?;
+    let journal = Journal {
+        pid: std::process::id(),
+        lock_identity: lock_identity(&index_lock_path(repo)),
+        ..journal
+    };
+    journal::write(checkout.git_dir(), &journal)?;
+    let index = run::read_index(repo)?;
+    refuse_foreign_content(repo, &index, &back, journal.new)?;
+    apply::revert(checkout, &back, journal.new, index, index_lock).with_context(|| {
+        format!(
+            "failed to undo the unfinished update to {} for the newer {}",
+            journal.new, tip
+        )
+    })
 }
 
 fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
@@ -75,19 +137,14 @@ fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
     };
     journal::write(checkout.git_dir(), &journal)?;
     let index = run::read_index(repo)?;
-    let foreign = guard::foreign_content(repo, &index, &changes)?;
-    if !foreign.is_empty() {
-        let refusal = guard::refusal(&foreign);
-        return Err(Failure::new(
-            ExitCode::RefusedLocalChanges,
-            format!(
-                "{} (an interrupted update to {} is waiting for them)",
-                refusal.message,
-                run::short(journal.new)
-            ),
-        )
-        .into());
-    }
+    // Paths whose index entry already is the new version were left alone by the interrupted
+    // run (git's "keep index" cases), or all were written once the index was: not ours to judge.
+    let to_finish: Vec<plan::Change> = changes
+        .iter()
+        .filter(|c| !guard::already_staged(&index, c))
+        .cloned()
+        .collect();
+    refuse_foreign_content(repo, &index, &to_finish, journal.new)?;
     let plan = Plan {
         head: journal.old,
         tip: journal.new,
@@ -96,8 +153,31 @@ fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
         changes,
         services: Services::nothing("recovery only writes files"),
     };
-    apply::apply(checkout, &plan, index, index_lock, apply::FAST_FORWARD)
+    apply::finish(checkout, &plan, index, index_lock)
         .with_context(|| format!("failed to finish the interrupted update to {}", journal.new))
+}
+
+/// A changed path whose content is neither the old nor the new version is local work: exit 4.
+fn refuse_foreign_content(
+    repo: &gix::Repository,
+    index: &gix::index::State,
+    changes: &[plan::Change],
+    new: ObjectId,
+) -> anyhow::Result<()> {
+    let foreign = guard::foreign_content(repo, index, changes)?;
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let refusal = guard::refusal(&foreign);
+    Err(Failure::new(
+        ExitCode::RefusedLocalChanges,
+        format!(
+            "{} (an interrupted update to {} is waiting for them)",
+            refusal.message,
+            run::short(new)
+        ),
+    )
+    .into())
 }
 
 /// Remove the killed run's own `index.lock`: the inode the journal recorded. (Its ref locks are

@@ -317,6 +317,7 @@ fn acts_on_services(code: ExitCode) -> bool {
             | ExitCode::RefusedNotFastForward
             | ExitCode::Locked
             | ExitCode::UntrustedCommit
+            | ExitCode::UpdateIncomplete
     )
 }
 

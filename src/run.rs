@@ -52,17 +52,22 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
         fetch::tracking_ref_name(&checkout.repo, &checkout.remote, &checkout.remote_branch)?;
     recover::clear_interrupted_run(&checkout, &tracking)?;
     let marker = recover::run_marker(&checkout)?;
+    let mut unfinished = None;
     if settings.command == Command::Run {
-        if let Some(journal) = recover::recover(&mut checkout)? {
-            step(
-                settings,
-                format_args!("finished the interrupted update to {}", journal.new),
-            );
-            outcome.from = checkout.head;
-            outcome.to = checkout.head;
+        match recover::recover(&mut checkout)? {
+            recover::Recovered::Finished(journal) => {
+                step(
+                    settings,
+                    format_args!("finished the interrupted update to {}", journal.new),
+                );
+                outcome.from = checkout.head;
+                outcome.to = checkout.head;
+            }
+            recover::Recovered::Unfinished(stuck) => unfinished = Some(stuck),
+            recover::Recovered::Nothing => {}
         }
     }
-    let result = pipeline(settings, &mut checkout, &tracking, outcome);
+    let result = pipeline(settings, &mut checkout, &tracking, outcome, unfinished);
     drop(marker);
     if let (Err(err), Command::Run) = (&result, settings.command) {
         on_failure_hook(settings, &checkout, outcome, err);
@@ -76,6 +81,7 @@ fn pipeline(
     checkout: &mut Checkout,
     tracking: &gix::refs::FullName,
     outcome: &mut Outcome,
+    unfinished: Option<recover::Unfinished>,
 ) -> anyhow::Result<()> {
     let deployed = deployed_or_head(settings, checkout)?;
     // Output shows the ref as it stands: `check` only assumes HEAD where the ref is missing.
@@ -130,6 +136,10 @@ fn pipeline(
         );
     };
 
+    if let Some(stuck) = unfinished {
+        // An update that cannot be finished: a newer remote tip replaces it, else it fails again.
+        recover::supersede(checkout, stuck, tip)?;
+    }
     let remote_ref = format!("{}/{}", checkout.remote, checkout.remote_branch);
     refuse_rejected_tip(checkout, tip, &remote_ref)?;
     let relation = plan::relation(&checkout.repo, checkout.head, tip, previous_tip)?;

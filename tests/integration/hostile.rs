@@ -2,6 +2,7 @@
 //! no git hook runs.
 
 use std::fs;
+use std::os::unix::fs::FileTypeExt;
 
 use crate::support::*;
 
@@ -199,4 +200,320 @@ fn refuses_a_tree_entry_named_dot_dot() {
     assert_eq!(now, root_before);
     assert_eq!(t.head(), head);
     assert!(t.restart_calls().is_empty());
+}
+
+/// A raw tree entry: mode, name bytes, object id.
+type RawEntry<'a> = (&'a str, &'a [u8], &'a str);
+
+/// Writes a tree object with exactly these entries (mode, name bytes, object id), in the order
+/// given and unchecked, as `git mktree` would refuse to: `hash-object --literally`.
+fn literal_tree(t: &Fixture, entries: &[RawEntry]) -> String {
+    use std::io::Write;
+    let mut data = Vec::new();
+    for (mode, name, id) in entries {
+        data.extend_from_slice(mode.as_bytes());
+        data.push(b' ');
+        data.extend_from_slice(name);
+        data.push(0);
+        let hex = id.as_bytes();
+        for pair in hex.chunks(2) {
+            let byte = u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap();
+            data.push(byte);
+        }
+    }
+    let mut hash = git_cmd(
+        &t.home,
+        &t.dev,
+        &["hash-object", "-w", "-t", "tree", "--literally", "--stdin"],
+    )
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    hash.stdin.take().unwrap().write_all(&data).unwrap();
+    let out = hash.wait_with_output().unwrap();
+    assert!(out.status.success(), "hash-object --literally failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Pushes (forced) a commit on top of the dev clone's HEAD whose root tree is `root`.
+fn push_tree(t: &Fixture, root: &str) -> String {
+    let commit = t.git(
+        &t.dev,
+        &["commit-tree", root, "-p", "HEAD", "-m", "crafted"],
+    );
+    t.git(
+        &t.dev,
+        &[
+            "push",
+            "-q",
+            "--force",
+            "origin",
+            &format!("{commit}:refs/heads/main"),
+        ],
+    );
+    commit
+}
+
+/// The root entries of the dev clone's HEAD as (mode, name, id), plus `extra`, sorted as git
+/// sorts tree entries (a tree's name as if it ended in `/`).
+fn root_with(t: &Fixture, extra: &[RawEntry]) -> String {
+    let listing = t.git_bytes(&t.dev, &["ls-tree", "-z", "HEAD"]);
+    let mut owned: Vec<(String, Vec<u8>, String)> = listing
+        .split(|b| *b == 0)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let tab = r.iter().position(|b| *b == b'\t').unwrap();
+            let meta = String::from_utf8_lossy(&r[..tab]).into_owned();
+            let parts: Vec<&str> = meta.split(' ').collect();
+            let mode = if parts[0] == "040000" {
+                "40000"
+            } else {
+                parts[0]
+            };
+            (
+                mode.to_string(),
+                r[tab + 1..].to_vec(),
+                parts[2].to_string(),
+            )
+        })
+        .collect();
+    for (mode, name, id) in extra {
+        owned.push((mode.to_string(), name.to_vec(), id.to_string()));
+    }
+    let key = |(mode, name, _): &(String, Vec<u8>, String)| {
+        let mut k = name.clone();
+        if mode == "40000" {
+            k.push(b'/');
+        }
+        k
+    };
+    owned.sort_by_key(key);
+    let entries: Vec<RawEntry> = owned
+        .iter()
+        .map(|(m, n, i)| (m.as_str(), n.as_slice(), i.as_str()))
+        .collect();
+    literal_tree(t, &entries)
+}
+
+fn blob(t: &Fixture, content: &str) -> String {
+    write_file(&t.dev, ".crafted-blob", content);
+    let id = t.git(&t.dev, &["hash-object", "-w", ".crafted-blob"]);
+    std::fs::remove_file(t.dev.join(".crafted-blob")).unwrap();
+    id
+}
+
+#[test]
+fn tree_entry_names_git_would_refuse_are_refused_with_exit_2_touching_nothing() {
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    let payload = blob(&t, "pushed content\n");
+    let inner = literal_tree(&t, &[("100644", b"config", &payload)]);
+    // (An empty name cannot be pushed: git's pack-objects refuses it. The unit tests of
+    // `plan::unsafe_name` cover it, and NUL, which a tree object cannot hold in a name.)
+    let cases: Vec<(&str, Vec<RawEntry>)> = vec![
+        // A name with `/` beside the real `app` directory: the index would get two entries
+        // for `app/main.py`.
+        ("slash", vec![("100644", b"app/main.py", &payload)]),
+        (
+            "slash at the root",
+            vec![("100644", b"/etc-passwd", &payload)],
+        ),
+        ("dot", vec![("40000", b".", &inner)]),
+        ("dot dot", vec![("40000", b"..", &inner)]),
+        (".Git", vec![("40000", b".Git", &inner)]),
+        ("NTFS .git", vec![("40000", b"GIT~1", &inner)]),
+    ];
+    for (what, extra) in cases {
+        let root = root_with(&t, &extra);
+        push_tree(&t, &root);
+        let before = crate::refusals::Untouched::capture(&t);
+        let check = t.run(&["check"]);
+        check.code(2);
+        let out = t.run(&["run"]);
+        out.code(2).stdout_empty();
+        let line = out.error_line();
+        assert!(line.contains("git would never check out"), "{what}: {line}");
+        before.assert(&t);
+        assert!(
+            !t.git_dir().join("pullstart-journal").exists(),
+            "{what}: a journal was left"
+        );
+        // (No `git fsck` here: the fetched bad tree is in the object store, as `git fetch`
+        // would have put it there, and fsck names it. The index and worktree are untouched.)
+    }
+    // A fixing push goes through.
+    t.git(
+        &t.dev,
+        &["push", "-q", "--force", "origin", "HEAD:refs/heads/main"],
+    );
+    t.push_files(&[("app/main.py", "print('fixed')\n")]);
+    t.run(&["run"]).code(0);
+    // The refused trees are still in the object store (fetched, as `git fetch` would), where
+    // `git fsck` names them; once nothing refers to them they go, as with git.
+    t.git(
+        &t.checkout,
+        &[
+            "reflog",
+            "expire",
+            "--expire=now",
+            "refs/remotes/origin/main",
+        ],
+    );
+    t.git(
+        &t.checkout,
+        &[
+            "-c",
+            "gc.reflogExpire=never",
+            "-c",
+            "gc.reflogExpireUnreachable=never",
+            "gc",
+            "-q",
+            "--prune=now",
+        ],
+    );
+    assert_git_clean(&t, &Clean::strict());
+}
+
+/// Runs with a pushed tree that cannot be checked out: exit 2 from `check` and `run`, one line
+/// containing `expected`, nothing touched, no journal left.
+#[track_caller]
+fn refused_up_front(t: &Fixture, expected: &str) {
+    let before = crate::refusals::Untouched::capture(t);
+    t.run(&["check"]).code(2);
+    let out = t.run(&["run"]);
+    out.code(2).stdout_empty();
+    let line = out.error_line();
+    assert!(line.contains(expected), "{line}");
+    assert!(line.contains("nothing was touched"), "{line}");
+    before.assert(t);
+    assert!(!t.git_dir().join("pullstart-journal").exists());
+}
+
+#[test]
+fn a_symlink_target_longer_than_the_system_allows_is_refused_before_any_write() {
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    // Also a change that would be written before the symlink, were it not refused first.
+    t.dev_remove("docs/guide.md");
+    t.dev_write("app/main.py", "print('v2')\n");
+    t.git(&t.dev, &["add", "-A"]);
+    // No file system holds such a link, so it goes into the index by hand.
+    let target = blob(&t, &"x/".repeat(2500));
+    t.git(
+        &t.dev,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("120000,{target},z-long"),
+        ],
+    );
+    t.git(
+        &t.dev,
+        &["commit", "-q", "-m", "a symlink no file system can hold"],
+    );
+    t.push();
+    refused_up_front(&t, "z-long");
+    assert_eq!(t.co_read("docs/guide.md"), "guide\n");
+}
+
+#[test]
+fn a_symlink_and_a_path_through_it_in_one_tree_are_refused_before_any_write() {
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    let outside = t.root.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let target = blob(&t, outside.to_str().unwrap());
+    let payload = blob(&t, "written through the symlink\n");
+    let inner = literal_tree(&t, &[("100644", b"x", &payload)]);
+    // `evil` twice: a symlink to outside, and a directory holding `x`.
+    let root = root_with(
+        &t,
+        &[("120000", b"evil", &target), ("40000", b"evil", &inner)],
+    );
+    push_tree(&t, &root);
+    refused_up_front(&t, "evil");
+    assert_eq!(entries(&outside), Vec::<String>::new(), "wrote outside");
+}
+
+/// Runs pullstart with `args` (plus the defaults) and fails the test, killing the run, if it
+/// has not ended within `limit`: a run that blocks must fail the test, not hang it.
+fn run_within(t: &Fixture, args: &[&str], limit: std::time::Duration) -> Outcome {
+    let start = std::time::Instant::now();
+    let mut child = t.spawn(args);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return Outcome::from_output(
+                out,
+                args.iter().map(|a| a.to_string()).collect(),
+                start.elapsed(),
+            );
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pullstart {args:?} blocked for {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+}
+
+#[test]
+fn a_fifo_at_gitattributes_never_blocks_the_guard() {
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    t.push_files(&[("app/main.py", "print('v2')\n")]);
+    // The guard must hash app/main.py (its times changed), reading the attributes on the way.
+    mkfifo(&t.co(".gitattributes"));
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "2001-01-01 00:00:00"])
+        .arg(t.co("app/main.py"))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    run_within(&t, &["run"], std::time::Duration::from_secs(20)).code(0);
+    assert!(fs::symlink_metadata(t.co(".gitattributes"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    fs::remove_file(t.co(".gitattributes")).unwrap();
+    assert_git_clean(&t, &Clean::strict());
+}
+
+#[test]
+fn a_fifo_at_a_path_the_update_changes_refuses_without_blocking() {
+    let t = Fixture::new();
+    t.dev_write("run.sh", "#!/bin/sh\n");
+    t.dev_set_exec("run.sh", true);
+    t.dev_commit("an executable");
+    t.push();
+    t.run(&["run"]).code(0);
+    t.push_files(&[
+        ("app/main.py", "print('v2')\n"),
+        ("app/new.py", "new\n"),
+        ("run.sh", "#!/bin/sh\necho v2\n"),
+    ]);
+    fs::remove_file(t.co("app/main.py")).unwrap();
+    mkfifo(&t.co("app/main.py"));
+    mkfifo(&t.co("app/new.py"));
+    // Executable like the file it replaces: only its content can tell them apart.
+    fs::remove_file(t.co("run.sh")).unwrap();
+    mkfifo(&t.co("run.sh"));
+    set_exec(&t.checkout, "run.sh", true);
+    let out = run_within(&t, &["run"], std::time::Duration::from_secs(20));
+    out.code(4);
+    let line = out.error_line();
+    for path in ["app/main.py", "app/new.py", "run.sh"] {
+        assert!(line.contains(path), "{path}: {line}");
+    }
 }

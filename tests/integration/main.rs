@@ -15,6 +15,7 @@ mod exit_codes;
 mod fast_forward;
 mod faults;
 mod first_day;
+mod git_parity;
 mod hooks;
 mod hostile;
 mod lfs;

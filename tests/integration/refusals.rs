@@ -300,3 +300,193 @@ fn not_fast_forward_messages_tell_the_cases_apart() {
         "same message for local commits and divergence:\n{ahead}\n{diverged}"
     );
 }
+
+// ----- exit 11: the update stopped part-way -----
+
+/// Makes a file immutable (`chattr +i`, which even root cannot write through) until dropped;
+/// `None` where the file system or the user cannot.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: std::path::PathBuf) -> Option<Immutable> {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: cannot `chattr +i` here (needs root and a file system with it)");
+            return None;
+        }
+        Some(Immutable(path))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A pushed update that deletes `docs/guide.md` (removed first) and changes `app/main.py`,
+/// which is immutable in the checkout: the run stops after the first removal.
+fn stopped_part_way() -> Option<(Fixture, Immutable, String)> {
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    let old = t.head();
+    t.dev_remove("docs/guide.md");
+    t.dev_write("app/main.py", "print('v2')\n");
+    t.dev_commit("v2");
+    t.push();
+    let immutable = Immutable::set(t.co("app/main.py"))?;
+    for attempt in 0..2 {
+        let out = t.run(&["run"]);
+        out.code(11).stdout_empty();
+        let line = out.error_line();
+        assert!(
+            line.contains("stopped part-way"),
+            "attempt {attempt}: {line}"
+        );
+        assert!(line.contains("mid-update"), "{line}");
+        assert!(
+            line.contains("app/main.py"),
+            "the cause names the file: {line}"
+        );
+        assert_eq!(t.head(), old, "the branch moved with the update unfinished");
+        assert!(t.git_dir().join("pullstart-journal").exists());
+        assert!(t.restart_calls().is_empty(), "restarted half-written code");
+        assert_eq!(t.co_read("app/main.py"), "print('hello')\n");
+    }
+    let json = t.run(&["run", "--output", "json"]).json();
+    assert_eq!(json["result"], "update_incomplete");
+    assert_eq!(json["exit_code"], 11);
+    Some((t, immutable, old))
+}
+
+#[test]
+fn a_file_that_cannot_be_replaced_stops_the_update_with_exit_11_until_it_can() {
+    let Some((t, immutable, _)) = stopped_part_way() else {
+        return;
+    };
+    drop(immutable);
+    t.run(&["run"]).code(0);
+    assert_git_clean(&t, &Clean::strict());
+    assert_eq!(t.restart_calls().len(), 1);
+}
+
+#[test]
+fn a_newer_remote_commit_replaces_an_update_that_cannot_be_finished() {
+    let Some((t, immutable, _)) = stopped_part_way() else {
+        return;
+    };
+    // The fix leaves app/main.py as it was and changes something else.
+    t.dev_write("app/main.py", "print('hello')\n");
+    t.dev_write("README.md", "# demo app, fixed\n");
+    let fixed = t.dev_commit("leave main.py alone");
+    t.push();
+    t.run(&["run"]).code(0);
+    assert_eq!(t.head(), fixed);
+    assert!(!t.git_dir().join("pullstart-journal").exists());
+    assert_git_clean(&t, &Clean::strict());
+    assert_eq!(t.restart_calls().len(), 1);
+    drop(immutable);
+}
+
+#[test]
+fn a_newer_remote_commit_that_still_needs_the_file_fails_again_with_exit_11() {
+    let Some((t, immutable, old)) = stopped_part_way() else {
+        return;
+    };
+    t.dev_write("app/main.py", "print('v3')\n");
+    let v3 = t.dev_commit("v3");
+    t.push();
+    let out = t.run(&["run"]);
+    out.code(11);
+    assert!(out.error_line().contains(&v3[..7]), "names the new tip");
+    assert_eq!(t.head(), old);
+    drop(immutable);
+    t.run(&["run"]).code(0);
+    assert_git_clean(&t, &Clean::strict());
+}
+
+// ----- what the pushed content and the filters fail on: refused before anything is touched -----
+
+#[test]
+fn a_required_filter_that_fails_refuses_the_update_before_anything_is_touched() {
+    let t = Fixture::new();
+    t.run(&["run"]).code(0);
+    for (key, value) in [
+        ("filter.strict.smudge", "false"),
+        ("filter.strict.clean", "cat"),
+        ("filter.strict.required", "true"),
+    ] {
+        t.git(&t.checkout, &["config", key, value]);
+    }
+    // Removed and changed before the filtered file would be written, were it not staged first.
+    t.dev_remove("docs/guide.md");
+    t.dev_write("app/main.py", "print('v2')\n");
+    t.dev_write(".gitattributes", "*.dat filter=strict\n");
+    t.dev_write("z/data.dat", "payload\n");
+    t.dev_commit("a filtered file");
+    t.push();
+    for _ in 0..2 {
+        // Every file and symlink keeps content, inode and mtime (the temporary files written
+        // beside them and removed again do change their directories' mtimes).
+        let state = RepoState::capture(&t, false);
+        let files = Snapshot::of(&t.checkout);
+        let out = t.run(&["run"]);
+        out.code(2).stdout_empty();
+        let line = out.error_line();
+        for expected in ["z/data.dat", "nothing was touched", "filter"] {
+            assert!(line.contains(expected), "{expected}: {line}");
+        }
+        assert_eq!(RepoState::capture(&t, false), state);
+        let now = Snapshot::of(&t.checkout);
+        files.assert_untouched_except(&now, &[]);
+        files.assert_same_content(&now);
+        assert!(t.restart_calls().is_empty());
+        assert!(!t.git_dir().join("pullstart-journal").exists());
+        let leftovers: Vec<_> = Snapshot::of(&t.checkout)
+            .0
+            .into_keys()
+            .filter(|p| p.to_string_lossy().contains(".pullstart-"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+    t.git(&t.checkout, &["config", "filter.strict.smudge", "cat"]);
+    t.run(&["run"]).code(0);
+    assert_git_clean(&t, &Clean::strict());
+}
+
+#[test]
+fn refuses_a_populated_submodule_that_the_update_turns_into_a_file() {
+    let t = Fixture::new();
+    // A gitlink (a submodule without .gitmodules is enough: pullstart never clones one).
+    let commit = t.head();
+    t.git(
+        &t.dev,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{commit},libsub"),
+        ],
+    );
+    t.git(&t.dev, &["commit", "-q", "-m", "a submodule"]);
+    t.push();
+    t.run(&["run"]).code(0);
+    assert!(t.co("libsub").is_dir());
+    // Its checkout, as `git submodule update` would have made it.
+    t.co_write("libsub/lib.py", "the submodule's own file\n");
+    t.git(&t.dev, &["rm", "-q", "--cached", "libsub"]);
+    t.dev_write("libsub", "vendored into one file now\n");
+    t.dev_commit("libsub is a file");
+    t.push();
+    t.clear_compose_log();
+    refused(&t, 4, &["libsub/lib.py"]);
+    assert_eq!(t.co_read("libsub/lib.py"), "the submodule's own file\n");
+}
