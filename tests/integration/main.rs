@@ -17,6 +17,7 @@ mod faults;
 mod first_day;
 mod hooks;
 mod hostile;
+mod hostile_input;
 mod lfs;
 mod lock;
 mod ops;
