@@ -8,6 +8,7 @@ mod checkout;
 mod child;
 mod cli;
 mod compose;
+mod dotenv;
 mod entrypoint;
 mod exit;
 mod failpoint;
@@ -32,6 +33,7 @@ mod select;
 mod settings;
 mod status;
 mod watch;
+mod watchdog;
 
 use clap::Parser;
 

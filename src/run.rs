@@ -16,7 +16,8 @@ use crate::plan::{self, Plan};
 use crate::report::{Outcome, Success};
 use crate::select::{self, Action, Inputs, Rule, ServiceAction, Services};
 use crate::settings::{compile_globs, RebuildPolicy};
-use crate::settings::{Command, Settings};
+use crate::settings::{Command, Deadline, Settings};
+use crate::watchdog::{self, Step};
 use crate::{apply, compose, failpoint, fetch, guard, health, lock, record, recover, restart};
 
 /// How long `compose config` may take to describe the project.
@@ -27,6 +28,11 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Carry out `settings.command`, recording what happened in `outcome`.
 pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()> {
+    // Not for the entrypoint: its app starts whatever happened to the update.
+    let _watchdog = settings
+        .entrypoint
+        .is_none()
+        .then(|| watchdog::start(settings, Deadline::after(settings.timeout)));
     let mut checkout = checkout::open(settings)?;
     outcome.branch = Some(checkout.branch_name());
     outcome.from = checkout.head;
@@ -51,7 +57,10 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
     recover::clear_interrupted_run(&checkout, &tracking)?;
     let marker = recover::run_marker(&checkout)?;
     if settings.command == Command::Run {
-        if let Some(journal) = recover::recover(&mut checkout)? {
+        watchdog::enter(Step::Updating);
+        let recovered = recover::recover(&mut checkout)?;
+        watchdog::enter(Step::Preparing);
+        if let Some(journal) = recovered {
             step(
                 settings,
                 format_args!("finished the interrupted update to {}", journal.new),
@@ -84,6 +93,7 @@ fn pipeline(
     outcome.deployed_before = deployed;
 
     let previous_tip = read_ref(&checkout.repo, tracking.as_bstr())?;
+    watchdog::enter(Step::Fetching);
     let fetched = fetch::fetch_with(
         &checkout.repo,
         &checkout.remote,
@@ -107,6 +117,7 @@ fn pipeline(
         ),
     );
     failpoint::hit("after-fetch");
+    watchdog::enter(Step::Preparing);
     if fetched.tip != previous_tip {
         // Completing the thin pack read objects all over the old packs; the plan reads others.
         checkout.reopen()?;
@@ -180,6 +191,7 @@ fn update_and_act(
             ),
         );
     } else {
+        watchdog::enter(Step::Acting);
         outcome.retried_restart = !plan.services.is_nothing();
     }
     outcome.to = Some(plan.tip);
@@ -287,7 +299,10 @@ fn fast_forward(checkout: &Checkout, plan: &Plan, message: &str) -> anyhow::Resu
     };
     journal.phase = Phase::Applying;
     journal::write(git_dir, &journal)?;
-    apply::apply(checkout, plan, index, index_lock, message)
+    watchdog::enter(Step::Updating);
+    let applied = apply::apply(checkout, plan, index, index_lock, message);
+    watchdog::enter(Step::Acting);
+    applied
 }
 
 /// `--rollback`: the new code failed its health check, so move the checkout back to the
