@@ -662,7 +662,7 @@ fn refuse_unallowed_rebuild(settings: &Settings, plan: &Plan) -> anyhow::Result<
                 a.paths
                     .iter()
                     .take(3)
-                    .map(|p| p.to_str_lossy())
+                    .map(|p| crate::report::quote_path(p.as_ref()))
                     .collect::<Vec<_>>()
                     .join(", ")
             )

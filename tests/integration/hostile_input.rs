@@ -339,3 +339,85 @@ fn sigterm_ends_a_run_blocked_on_a_fifo() {
     assert!(out.elapsed < Duration::from_secs(10), "{:?}", out.elapsed);
     assert!(lock_is_free(&t), "the lock is still held");
 }
+
+// ----- file names made to forge output -----
+
+/// A pushed file name that, printed raw, would put a summary line of its own in a log.
+const FORGING: &str = "evil\nupdated main 0000000..1111111 (1 file); restarted: web worker";
+
+/// The paths of `git diff --name-status` between two commits, as git prints (and quotes) them.
+fn git_quoted_paths(t: &Fixture, from: &str, to: &str) -> Vec<String> {
+    let out = t.git(&t.checkout, &["diff", "--name-status", from, to]);
+    let mut paths: Vec<String> = out
+        .lines()
+        .map(|line| line.split_once('\t').expect("status<TAB>path").1.to_owned())
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn file_names_with_newlines_and_escapes_are_quoted_as_git_quotes_them() {
+    let t = Fixture::new();
+    let before = t.head();
+    t.dev_write(FORGING, "x\n");
+    t.dev_write("tab\there.txt", "x\n");
+    t.dev_write("esc\u{1b}[2Jclear.txt", "x\n");
+    t.dev_write("quote\"and\\backslash.txt", "x\n");
+    write_file_os(&t.dev, os(b"latin1-\xe9.txt"), "x\n");
+    let tip = t.dev_commit("names made to forge output lines");
+    t.push();
+
+    // check: one line per path, each quoted as git quotes it.
+    let check = t.run(&["check"]);
+    check.code(0);
+    let listed: Vec<String> = check
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("  A "))
+        .map(str::to_owned)
+        .collect();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        git_quoted_paths(&t, &before, &tip),
+        "{}",
+        check.stdout
+    );
+    assert!(listed.contains(
+        &r#""evil\nupdated main 0000000..1111111 (1 file); restarted: web worker""#.to_owned()
+    ));
+    for line in check.stdout.lines() {
+        assert!(!line.starts_with("updated "), "a forged line: {line:?}");
+        assert!(
+            !line.contains('\u{1b}') && !line.contains('\t'),
+            "raw: {line:?}"
+        );
+    }
+    // JSON keeps the names as they are.
+    let json = t.run(&["check", "--output", "json"]).json();
+    let paths: Vec<&str> = json["changed_paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&FORGING), "{json}");
+    assert!(paths.contains(&"tab\there.txt"), "{json}");
+
+    // A refusal that names the path is one line.
+    write_file(&t.checkout, FORGING, "local work\n");
+    let refused = t.run(&["run"]);
+    refused.code(4).stdout_empty();
+    let line = refused.error_line();
+    assert!(line.contains(r"evil\nupdated main"), "{line}");
+    fs::remove_file(t.co(FORGING)).unwrap();
+
+    // The summary of the update is one line.
+    let out = t.run(&["run"]);
+    out.code(0);
+    out.summary();
+    assert_eq!(t.head(), tip);
+    assert_git_clean(&t, &Clean::strict());
+}
