@@ -271,7 +271,7 @@ fn check_text(outcome: &Outcome) -> String {
 /// above 0x7e, so non-UTF-8 names print too). A pushed file name can then neither start a line
 /// of its own (forging a summary line in a log) nor send escape sequences to a terminal.
 pub fn quote_path(path: &BStr) -> Cow<'_, str> {
-    let needs_quotes = |b: u8| b < 0x20 || b >= 0x7f || b == b'"' || b == b'\\';
+    let needs_quotes = |b: u8| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\';
     if !path.iter().any(|&b| needs_quotes(b)) {
         return path.to_str_lossy();
     }
