@@ -100,12 +100,19 @@ impl Step {
 
 /// The watchdog of one run; dropping it (the run is over) stops the thread.
 pub struct Watchdog {
+    /// Set by whichever comes first: the run that ended (it reports itself) or the thread that
+    /// ends it (it reports for it), so that a run is never reported twice.
     over: Arc<AtomicBool>,
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        self.over.store(true, Ordering::SeqCst);
+        if self.over.swap(true, Ordering::SeqCst) {
+            // The thread is reporting this run and ending the process: wait for that.
+            loop {
+                std::thread::park();
+            }
+        }
     }
 }
 
@@ -128,7 +135,7 @@ pub fn start(settings: &Settings, deadline: Deadline) -> Watchdog {
                 continue;
             }
             let since = *overdue_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= step.grace() && !flag.load(Ordering::SeqCst) {
+            if since.elapsed() >= step.grace() && !flag.swap(true, Ordering::SeqCst) {
                 end_the_run(&settings, step, timed_out);
             }
         }
