@@ -293,6 +293,22 @@ mod tests {
         assert_eq!(parsed("A=1\nbad key=2\nC=3\n").len(), 1);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Whatever a push puts in `.env`, the parse ends without a panic, and every key it
+        /// returns is a valid name.
+        #[test]
+        fn any_text_parses_without_panic(text in "(?s)[A-Za-z_=:#'\"\\\\$ {}\n\t.é-]{0,80}") {
+            for key in parsed(&text).keys() {
+                proptest::prop_assert!(!key.is_empty() && !key.contains([' ', '\n', '=']));
+            }
+        }
+    }
+
     #[test]
     fn only_regular_files_within_the_limit_are_read() {
         let dir = tempfile::tempdir().unwrap();

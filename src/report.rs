@@ -467,6 +467,28 @@ mod tests {
         assert_eq!(quoted(b"del\x7f"), r#""del\177""#);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// No path, whatever its bytes, prints with a control character (so never as more than
+        /// one line), and it is quoted exactly when it is not plain printable ASCII.
+        #[test]
+        fn quoted_paths_are_one_printable_line(path in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+            let quoted = quote_path(path.as_bstr());
+            proptest::prop_assert!(!quoted.chars().any(|c| c.is_control() || !c.is_ascii()));
+            let plain = path.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+            proptest::prop_assert_eq!(plain, quoted.as_bytes() == &path[..]);
+        }
+
+        #[test]
+        fn escaped_lines_hold_no_control_character(text in "(?s).{0,60}") {
+            proptest::prop_assert!(!escape_controls(&text).chars().any(char::is_control));
+        }
+    }
+
     #[test]
     fn control_characters_in_a_line_are_escaped() {
         assert_eq!(escape_controls("plain `x`"), "plain `x`");
