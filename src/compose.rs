@@ -22,8 +22,8 @@ use anyhow::{bail, Context};
 use gix::bstr::BString;
 use serde_yaml::Value;
 
-use crate::dotenv;
 use crate::health::strip_escapes;
+use crate::{dotenv, regular_file};
 
 /// The compose project, as far as the checkout is concerned.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -652,7 +652,7 @@ fn compose_file_variable(workdir: &Path, env_files: &[PathBuf]) -> Option<Vec<St
 /// The variables of the env file at `path` as compose parses it; none when it is missing, not a
 /// regular file (a FIFO a container made, a device) or larger than [`dotenv::MAX_DOTENV_BYTES`].
 fn read_env_file(path: &Path) -> BTreeMap<String, String> {
-    match dotenv::read_regular_file(path, dotenv::MAX_DOTENV_BYTES) {
+    match regular_file::read(path, dotenv::MAX_DOTENV_BYTES) {
         Ok(bytes) => dotenv::parse(&String::from_utf8_lossy(&bytes), |name| {
             std::env::var(name).ok()
         }),
@@ -664,9 +664,9 @@ fn read_env_file(path: &Path) -> BTreeMap<String, String> {
 const MAX_COMPOSE_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A compose file's text. Its name may come from a pushed `.env` (`COMPOSE_FILE=/dev/zero`), so
-/// only a regular file of a bounded size is read (see [`dotenv::read_regular_file`]).
+/// only a regular file of a bounded size is read (see [`regular_file::read`]).
 fn read_compose_file(path: &Path) -> std::io::Result<String> {
-    let bytes = dotenv::read_regular_file(path, MAX_COMPOSE_FILE_BYTES)?;
+    let bytes = regular_file::read(path, MAX_COMPOSE_FILE_BYTES)?;
     String::from_utf8(bytes)
         .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
 }

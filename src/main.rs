@@ -26,6 +26,7 @@ mod props;
 mod record;
 mod recover;
 mod redact;
+mod regular_file;
 mod report;
 mod restart;
 mod run;

@@ -770,7 +770,7 @@ impl ConfigFile {
             .unwrap_or_else(|| absolute.clone());
 
         // The file may lie in the checkout, where a container can put a FIFO or a device.
-        let read = crate::dotenv::read_regular_file(path, MAX_CONFIG_BYTES);
+        let read = crate::regular_file::read(path, MAX_CONFIG_BYTES);
         if read
             .as_ref()
             .is_err_and(|e| e.kind() == std::io::ErrorKind::FileTooLarge)
