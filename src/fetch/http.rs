@@ -223,10 +223,19 @@ impl Credentials {
                 cascade.stderr = false;
                 helpers = Some(cascade);
             }
-            let Some(cascade) = helpers.as_mut() else {
-                return Ok(None);
+            // Nothing from the helpers for another origin: say it was the redirect, not a
+            // missing token (the url's own password stayed behind, as it should).
+            let redirected = match &action {
+                Action::Get(context) => refuse_another_origin(context, &origin).err(),
+                _ => None,
             };
-            let outcome = cascade.invoke(action, prompt)?;
+            let Some(cascade) = helpers.as_mut() else {
+                return redirected.map_or(Ok(None), Err);
+            };
+            let outcome = match (cascade.invoke(action, prompt), redirected) {
+                (Ok(None) | Err(_), Some(redirected)) => return Err(redirected),
+                (outcome, _) => outcome?,
+            };
             if let Some(outcome) = &outcome {
                 add_secret(&outcome.identity.password);
                 if let Some(refresh) = &outcome.identity.oauth_refresh_token {
@@ -582,7 +591,7 @@ pub(crate) fn cause(err: &gix::Error, credentials: &str, timeout: Duration) -> O
     {
         return Some(Cause::NeedsFix {
             cause: format!(
-                "{}, and the token goes only to the remote's own host",
+                "{}, and credentials go only to the remote's own host",
                 redact(text)
             ),
             remedy: "set the remote's url to where the repository is now (`git remote set-url`)"

@@ -49,15 +49,17 @@ fn https_redirect_to_another_host_gets_no_credentials() {
     );
     let in_url = run_env(&t, &["run"], &[]);
 
-    for out in [&from_env, &from_file] {
-        out.code(3).stdout_empty().never_prints(TOKEN);
+    for out in [&from_env, &from_file, &in_url] {
+        out.code(3)
+            .stdout_empty()
+            .never_prints(TOKEN)
+            .never_prints(PASSWORD);
         let line = out.error_line();
         assert!(
             line.contains("redirected") && line.contains("localhost"),
             "names the redirect and where to: {line}"
         );
     }
-    in_url.code(3).stdout_empty().never_prints(PASSWORD);
     assert_eq!(t.head(), before, "nothing was fetched from the other host");
     let to_other_host = web.requests_to(&format!("localhost:{}", web.https_port));
     assert!(
