@@ -252,13 +252,13 @@ impl Credentials {
 const REDIRECTED_ELSEWHERE: &str = "redirected to another host";
 
 /// An error when gix asks for credentials for a url on another origin than the remote's,
-/// which happens only after a redirect.
+/// which happens only after a redirect (or for no url at all, which it never does).
 fn refuse_another_origin(
     context: &gix::credentials::protocol::Context,
     origin: &Origin,
 ) -> gix::Result<()> {
     let Some(url) = context.url.clone().or_else(|| context.to_url()) else {
-        return Ok(());
+        return Err(gix::error::message("the server asked for credentials for no url").into());
     };
     let asked = Origin::of(&gix::url::parse(url.as_bstr())?);
     if asked == *origin {
@@ -793,6 +793,32 @@ mod tests {
             "git.example.org"
         );
         assert_eq!(presented_name("odd"), "odd");
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_remotes_own_origin() {
+        let remote = gix::url::parse(gix::bstr::BStr::new(
+            "https://deploy@git.example.org/app.git",
+        ))
+        .unwrap();
+        let origin = Origin::of(&remote);
+        let asked = |url: Option<&str>| gix::credentials::protocol::Context {
+            url: url.map(Into::into),
+            ..Default::default()
+        };
+        let allowed = |url: Option<&str>| refuse_another_origin(&asked(url), &origin).is_ok();
+        assert!(allowed(Some("https://git.example.org/moved/app.git")));
+        assert!(allowed(Some("https://GIT.example.org:443/app.git")));
+        assert!(!allowed(Some("https://evil.example.net/app.git")));
+        assert!(!allowed(Some("https://git.example.org:8443/app.git")));
+        assert!(!allowed(Some("http://git.example.org/app.git")));
+        assert!(!allowed(None));
+        let refused = refuse_another_origin(&asked(Some("https://evil.example.net/x")), &origin);
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("`evil.example.net:443` instead of `git.example.org:443`"),
+            "{message}"
+        );
     }
 
     #[test]
