@@ -237,8 +237,9 @@ pub struct Options {
     pub verbose: bool,
 
     /// The time limit for the whole run, e.g. `4m`: a fetch or compose command still running then
-    /// is killed with its child processes, and the run exits with the code of that step; keep it
-    /// under the cron interval [default: 4m30s] [config: timeout]
+    /// is killed with its child processes, and the run exits with the code of that step (a run
+    /// still blocked 2 s later is ended, its lock freed); keep it under the cron interval
+    /// [default: 4m30s] [config: timeout]
     #[arg(long, value_name = "DURATION", global = true)]
     pub timeout: Option<String>,
 

@@ -26,6 +26,7 @@ use serde_yaml::Value;
 
 use crate::build_context::{self, Reach};
 use crate::health::strip_escapes;
+use crate::{dotenv, regular_file};
 
 /// The compose project, as far as the checkout is concerned.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -142,7 +143,7 @@ pub fn read(prefix: &[String], workdir: &Path, timeout: Duration) -> anyhow::Res
     let mentions_env_file = files
         .compose_files
         .iter()
-        .any(|f| std::fs::read_to_string(f).map_or(true, |text| text.contains("env_file")));
+        .any(|f| read_compose_file(f).map_or(true, |text| text.contains("env_file")));
     if mentions_env_file && !output_has_env_file(&yaml) {
         let found = if is_v2_output(&yaml) {
             run_compose(prefix, &["config", "--no-interpolate"], workdir, timeout)
@@ -479,7 +480,7 @@ fn env_files_from_compose_files(
     let root = Root::new(workdir);
     let mut out: BTreeMap<String, Vec<BString>> = BTreeMap::new();
     for file in &files.compose_files {
-        let Ok(text) = std::fs::read_to_string(file) else {
+        let Ok(text) = read_compose_file(file) else {
             continue;
         };
         let Ok(doc) = serde_yaml::from_str::<Value>(&text) else {
@@ -656,7 +657,7 @@ impl DefinitionFiles {
             }
         }
         if files.is_empty() {
-            if let Some(list) = compose_file_variable(workdir) {
+            if let Some(list) = compose_file_variable(workdir, &env_files) {
                 files = list;
             }
         }
@@ -700,21 +701,24 @@ impl DefinitionFiles {
     }
 }
 
-/// `COMPOSE_FILE` from the environment, else from the working directory's `.env`.
-fn compose_file_variable(workdir: &Path) -> Option<Vec<String>> {
-    let from_dotenv = |name: &str| -> Option<String> {
-        let text = std::fs::read_to_string(workdir.join(".env")).ok()?;
-        text.lines().find_map(|line| {
-            let line = line.trim().strip_prefix("export ").unwrap_or(line.trim());
-            let value = line.strip_prefix(name)?.strip_prefix('=')?.trim();
-            Some(value.trim_matches(|c| c == '"' || c == '\'').to_string())
-        })
+/// `COMPOSE_FILE` from the environment, else from the `--env-file`s (the later wins), else from
+/// the working directory's `.env`, as compose looks for it.
+fn compose_file_variable(workdir: &Path, env_files: &[PathBuf]) -> Option<Vec<String>> {
+    let dotenv = [workdir.join(".env")];
+    let sources = if env_files.is_empty() {
+        &dotenv[..]
+    } else {
+        env_files
     };
+    let from_files: BTreeMap<String, String> = sources
+        .iter()
+        .flat_map(|path| read_env_file(path))
+        .collect();
     let get = |name: &str| {
         std::env::var(name)
             .ok()
             .filter(|v| !v.is_empty())
-            .or_else(|| from_dotenv(name))
+            .or_else(|| from_files.get(name).cloned())
     };
     let list = get("COMPOSE_FILE")?;
     let separator = get("COMPOSE_PATH_SEPARATOR").unwrap_or_else(|| ":".into());
@@ -724,6 +728,28 @@ fn compose_file_variable(workdir: &Path) -> Option<Vec<String>> {
         .map(str::to_string)
         .collect();
     (!files.is_empty()).then_some(files)
+}
+
+/// The variables of the env file at `path` as compose parses it; none when it is missing, not a
+/// regular file (a FIFO a container made, a device) or larger than [`dotenv::MAX_DOTENV_BYTES`].
+fn read_env_file(path: &Path) -> BTreeMap<String, String> {
+    match regular_file::read(path, dotenv::MAX_DOTENV_BYTES) {
+        Ok(bytes) => dotenv::parse(&String::from_utf8_lossy(&bytes), |name| {
+            std::env::var(name).ok()
+        }),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// The most of a compose file that is read: far more than any real project's.
+const MAX_COMPOSE_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A compose file's text. Its name may come from a pushed `.env` (`COMPOSE_FILE=/dev/zero`), so
+/// only a regular file of a bounded size is read (see [`regular_file::read`]).
+fn read_compose_file(path: &Path) -> std::io::Result<String> {
+    let bytes = regular_file::read(path, MAX_COMPOSE_FILE_BYTES)?;
+    String::from_utf8(bytes)
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
 }
 
 /// The default compose file and the override file, in Compose v2's order of preference

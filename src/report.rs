@@ -1,10 +1,11 @@
 //! Report: turns what a run did (or why it stopped) into output and the exit code, in one place.
 //! Every line printed passes through [`redact`], so no credential from a URL reaches a log.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::time::Instant;
 
-use gix::bstr::{BString, ByteSlice};
+use gix::bstr::{BStr, BString, ByteSlice};
 use gix::objs::tree::EntryKind;
 use gix::ObjectId;
 use serde::Serialize;
@@ -110,11 +111,12 @@ fn print_text(outcome: &Outcome, result: &anyhow::Result<()>, style: Style) {
     match result {
         Err(err) => {
             let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(stderr, "pullstart: {}", redact(&headline(err)));
+            let line = headline(err);
+            let _ = writeln!(stderr, "pullstart: {}", escape_controls(&redact(&line)));
             if style.verbose {
                 for cause in err.chain().skip(1) {
                     for line in cause.to_string().lines() {
-                        let _ = writeln!(stderr, "  caused by: {}", redact(line));
+                        let _ = writeln!(stderr, "  caused by: {}", escape_controls(&redact(line)));
                     }
                 }
             }
@@ -147,7 +149,7 @@ fn success_text(outcome: &Outcome) -> String {
         (Command::Status, _) => outcome
             .status_lines
             .iter()
-            .map(|l| format!("{l}\n"))
+            .map(|l| format!("{}\n", escape_controls(l)))
             .collect(),
         (_, Success::UpToDate) => String::new(),
         (Command::Run, _) => format!("{}\n", summary(outcome)),
@@ -163,8 +165,8 @@ fn short(id: Option<ObjectId>) -> String {
 /// `restarted: nothing (why)`.
 fn services_label(services: &Services) -> String {
     match services {
-        Services::Nothing { why } => format!("restarted: nothing ({why})"),
-        Services::All { why } => format!("restarted: all services ({why})"),
+        Services::Nothing { why } => format!("restarted: nothing ({})", escape_controls(why)),
+        Services::All { why } => format!("restarted: all services ({})", escape_controls(why)),
         Services::Named(_) => [Action::Rebuild, Action::Recreate, Action::Restart]
             .into_iter()
             .filter_map(|action| {
@@ -180,8 +182,13 @@ fn services_label(services: &Services) -> String {
 pub fn service_lines(services: &Services) -> Vec<String> {
     const SHOWN: usize = 3;
     match services {
-        Services::Nothing { why } => vec![format!("would restart nothing: {why}")],
-        Services::All { why } => vec![format!("would restart all services: {why}")],
+        Services::Nothing { why } => {
+            vec![format!("would restart nothing: {}", escape_controls(why))]
+        }
+        Services::All { why } => vec![format!(
+            "would restart all services: {}",
+            escape_controls(why)
+        )],
         Services::Named(actions) => actions
             .iter()
             .map(|a| {
@@ -189,7 +196,7 @@ pub fn service_lines(services: &Services) -> Vec<String> {
                     .paths
                     .iter()
                     .take(SHOWN)
-                    .map(|p| p.to_str_lossy().into_owned())
+                    .map(|p| quote_path(p.as_ref()).into_owned())
                     .collect();
                 if a.paths.len() > SHOWN {
                     paths.push(format!("(+{} more)", a.paths.len() - SHOWN));
@@ -199,7 +206,7 @@ pub fn service_lines(services: &Services) -> Vec<String> {
                     a.action.verb(),
                     a.name,
                     paths.join(", "),
-                    a.reason
+                    escape_controls(&a.reason)
                 )
             })
             .collect(),
@@ -245,13 +252,71 @@ fn check_text(outcome: &Outcome) -> String {
         files(outcome.changes.len())
     );
     for change in &outcome.changes {
-        text.push_str(&format!("  {} {}\n", change_letter(change), change.path));
+        text.push_str(&format!(
+            "  {} {}\n",
+            change_letter(change),
+            quote_path(change.path.as_ref())
+        ));
     }
     for line in service_lines(&outcome.services) {
         text.push_str(&line);
         text.push('\n');
     }
     text
+}
+
+/// `path` as git prints it in human output (`core.quotePath`, on by default): as it is when
+/// it holds only printable ASCII other than `"` and `\`, else in double quotes with C escapes
+/// (`\n`, `\t`, `\"`, `\\`, and `\ooo` octal for other control bytes and every byte
+/// above 0x7e, so non-UTF-8 names print too). A pushed file name can then neither start a line
+/// of its own (forging a summary line in a log) nor send escape sequences to a terminal.
+pub fn quote_path(path: &BStr) -> Cow<'_, str> {
+    let needs_quotes = |b: u8| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\';
+    if !path.iter().any(|&b| needs_quotes(b)) {
+        return path.to_str_lossy();
+    }
+    let mut out = String::with_capacity(path.len() + 2);
+    out.push('"');
+    for &byte in path.iter() {
+        match byte {
+            0x07 => out.push_str("\\a"),
+            0x08 => out.push_str("\\b"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            0x0b => out.push_str("\\v"),
+            0x0c => out.push_str("\\f"),
+            b'\r' => out.push_str("\\r"),
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b if needs_quotes(b) => out.push_str(&format!("\\{b:03o}")),
+            b => out.push(char::from(b)),
+        }
+    }
+    out.push('"');
+    Cow::Owned(out)
+}
+
+/// `text` with every control character written as a C escape (`\n`, `\033`, ...), for
+/// one human output line built from text that may hold a path from the checkout (an error
+/// message, a reason): it stays one line and sends no escape sequence to a terminal.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\{:03o}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 fn is_link_or_commit(kind: EntryKind) -> bool {
@@ -389,4 +454,55 @@ fn print_json(outcome: &Outcome, result: &anyhow::Result<()>, code: ExitCode) {
     };
     let json = serde_json::to_string(&report).expect("plain data serializes");
     let _ = writeln!(std::io::stdout().lock(), "{}", redact(&json));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_quoted_as_git_quotes_them() {
+        let quoted = |path: &[u8]| quote_path(path.as_bstr()).into_owned();
+        assert_eq!(quoted(b"app/main.py"), "app/main.py");
+        assert_eq!(quoted(b"with space"), "with space");
+        assert_eq!(quoted(b"a\nb"), r#""a\nb""#);
+        assert_eq!(quoted(b"tab\there"), r#""tab\there""#);
+        assert_eq!(quoted(b"esc\x1b[31m"), r#""esc\033[31m""#);
+        assert_eq!(quoted(b"q\"uote\\"), r#""q\"uote\\""#);
+        assert_eq!(quoted(b"caf\xc3\xa9"), r#""caf\303\251""#);
+        assert_eq!(quoted(b"bad\xff"), r#""bad\377""#);
+        assert_eq!(quoted(b"del\x7f"), r#""del\177""#);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// No path, whatever its bytes, prints with a control character (so never as more than
+        /// one line), and it is quoted exactly when it is not plain printable ASCII.
+        #[test]
+        fn quoted_paths_are_one_printable_line(path in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+            let quoted = quote_path(path.as_bstr());
+            proptest::prop_assert!(!quoted.chars().any(|c| c.is_control() || !c.is_ascii()));
+            let plain = path.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+            proptest::prop_assert_eq!(plain, quoted.as_bytes() == &path[..]);
+        }
+
+        #[test]
+        fn escaped_lines_hold_no_control_character(text in "(?s).{0,60}") {
+            proptest::prop_assert!(!escape_controls(&text).chars().any(char::is_control));
+        }
+    }
+
+    #[test]
+    fn control_characters_in_a_line_are_escaped() {
+        assert_eq!(escape_controls("plain `x`"), "plain `x`");
+        assert_eq!(
+            escape_controls("`a\nupdated main`\t\u{1b}[2J"),
+            "`a\\nupdated main`\\t\\033[2J"
+        );
+        assert_eq!(escape_controls("caf\u{e9}"), "caf\u{e9}");
+    }
 }

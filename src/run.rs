@@ -16,7 +16,8 @@ use crate::plan::{self, Plan};
 use crate::report::{Outcome, Success};
 use crate::select::{self, Action, Inputs, Rule, ServiceAction, Services};
 use crate::settings::{compile_globs, RebuildPolicy};
-use crate::settings::{Command, Settings};
+use crate::settings::{Command, Deadline, Settings};
+use crate::watchdog::{self, Step};
 use crate::{
     apply, compose, failpoint, fetch, guard, health, lock, record, recover, restart, verify,
 };
@@ -29,6 +30,11 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Carry out `settings.command`, recording what happened in `outcome`.
 pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()> {
+    // Not for the entrypoint: its app starts whatever happened to the update.
+    let _watchdog = settings
+        .entrypoint
+        .is_none()
+        .then(|| watchdog::start(settings, Deadline::after(settings.timeout)));
     let mut checkout = checkout::open(settings)?;
     outcome.branch = Some(checkout.branch_name());
     outcome.from = checkout.head;
@@ -54,7 +60,10 @@ pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()>
     let marker = recover::run_marker(&checkout)?;
     let mut unfinished = None;
     if settings.command == Command::Run {
-        match recover::recover(&mut checkout)? {
+        watchdog::enter(Step::Updating);
+        let recovered = recover::recover(&mut checkout)?;
+        watchdog::enter(Step::Preparing);
+        match recovered {
             recover::Recovered::Finished(journal) => {
                 step(
                     settings,
@@ -95,6 +104,7 @@ fn pipeline(
     }
 
     let previous_tip = read_ref(&checkout.repo, tracking.as_bstr())?;
+    watchdog::enter(Step::Fetching);
     let fetched = fetch::fetch_with(
         &checkout.repo,
         &checkout.remote,
@@ -118,6 +128,7 @@ fn pipeline(
         ),
     );
     failpoint::hit("after-fetch");
+    watchdog::enter(Step::Preparing);
     if fetched.tip != previous_tip {
         // Completing the thin pack read objects all over the old packs; the plan reads others.
         checkout.reopen()?;
@@ -138,7 +149,10 @@ fn pipeline(
 
     if let Some(stuck) = unfinished {
         // An update that cannot be finished: a newer remote tip replaces it, else it fails again.
+        // It writes the worktree: the watchdog must not cut it short.
+        watchdog::enter(Step::Updating);
         recover::supersede(checkout, stuck, tip)?;
+        watchdog::enter(Step::Preparing);
     }
     let remote_ref = format!("{}/{}", checkout.remote, checkout.remote_branch);
     refuse_rejected_tip(checkout, tip, &remote_ref)?;
@@ -217,6 +231,7 @@ fn update_and_act(
             ),
         );
     } else {
+        watchdog::enter(Step::Acting);
         outcome.retried_restart = !plan.services.is_nothing();
     }
     outcome.to = Some(plan.tip);
@@ -324,7 +339,10 @@ fn fast_forward(checkout: &Checkout, plan: &Plan, message: &str) -> anyhow::Resu
     };
     journal.phase = Phase::Applying;
     journal::write(git_dir, &journal)?;
-    apply::apply(checkout, plan, index, index_lock, message)
+    watchdog::enter(Step::Updating);
+    let applied = apply::apply(checkout, plan, index, index_lock, message);
+    watchdog::enter(Step::Acting);
+    applied
 }
 
 /// `--rollback`: the new code failed its health check, so move the checkout back to the
@@ -692,7 +710,7 @@ fn refuse_unallowed_rebuild(settings: &Settings, plan: &Plan) -> anyhow::Result<
                 a.paths
                     .iter()
                     .take(3)
-                    .map(|p| p.to_str_lossy())
+                    .map(|p| crate::report::quote_path(p.as_ref()))
                     .collect::<Vec<_>>()
                     .join(", ")
             )

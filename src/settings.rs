@@ -13,7 +13,6 @@
 //! matched against paths relative to the checkout root, compiled by [`compile_globs`].
 
 use std::collections::HashSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -935,28 +934,32 @@ impl ConfigFile {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| absolute.clone());
 
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
-            .map_err(|e| {
-                let hint = match e.kind() {
-                    std::io::ErrorKind::NotFound => "; check the --config path",
-                    std::io::ErrorKind::PermissionDenied => "; check its permissions",
-                    std::io::ErrorKind::IsADirectory => "; give the path of a YAML file",
-                    _ => "",
-                };
-                Failure::usage(format!(
-                    "cannot read config `{shown}`: {}{hint}",
-                    io_reason(&e)
-                ))
-            })?;
-        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        // The file may lie in the checkout, where a container can put a FIFO or a device.
+        let read = crate::regular_file::read(path, MAX_CONFIG_BYTES);
+        if read
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::FileTooLarge)
+        {
             return Err(Failure::usage(format!(
                 "config `{shown}` is larger than 1 MiB; a pullstart config is a short YAML file: \
                  check the --config path"
             ))
             .into());
         }
+        let bytes = read.map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => "; check the --config path",
+                std::io::ErrorKind::PermissionDenied => "; check its permissions",
+                std::io::ErrorKind::IsADirectory | std::io::ErrorKind::InvalidInput => {
+                    "; give the path of a YAML file"
+                }
+                _ => "",
+            };
+            Failure::usage(format!(
+                "cannot read config `{shown}`: {}{hint}",
+                io_reason(&e)
+            ))
+        })?;
         // The file was read, so it exists: resolve symlinks, so that a link outside the checkout
         // to a file inside it counts as inside.
         let absolute = std::fs::canonicalize(path).unwrap_or(absolute);

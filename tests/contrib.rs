@@ -7,7 +7,10 @@
 //!   command, pointed at a fixture, runs `watch` until SIGTERM ends it with exit 0;
 //! - `contrib/entrypoint/Dockerfile`: built FROM the local test image with the pullstart binary,
 //!   git and the libraries they link; a container from it clones the app into /app and execs the
-//!   command as PID 1, and a second container fast-forwards that checkout.
+//!   command as PID 1, and a second container fast-forwards that checkout;
+//! - `contrib/docker-compose.override.example.yml`: every service mounts the checkout read-only
+//!   with `.git` hidden, and a real container from it reads the code, cannot write the checkout
+//!   or reach the host's `.git`, while pullstart on the host still updates it.
 //!
 //! The Docker parts follow tests/docker.rs: without an engine, a loud `SKIPPED` line on stderr,
 //! unless the environment variable `CI` is set, which makes them fail
@@ -383,4 +386,121 @@ fn entrypoint_dockerfile_clones_then_fast_forwards_in_a_real_container() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// =============================================================================================
+// The override example: the checkout read-only in the containers, `.git` hidden
+// =============================================================================================
+
+/// Removes the compose project `name` (containers and volumes) when dropped.
+struct ComposeDown {
+    name: String,
+    dir: PathBuf,
+}
+
+impl Drop for ComposeDown {
+    fn drop(&mut self) {
+        let _ = docker_support::docker(&["compose", "-p", &self.name, "down", "-t", "0", "-v"])
+            .current_dir(&self.dir)
+            .output();
+    }
+}
+
+#[test]
+fn override_example_mounts_the_checkout_read_only_and_hides_git() {
+    let file = contrib("docker-compose.override.example.yml");
+    let text = fs::read_to_string(&file).unwrap();
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let services = yaml["services"].as_mapping().expect("services");
+    for (name, service) in services {
+        let volumes = service["volumes"].as_sequence().expect("volumes");
+        assert!(
+            volumes.iter().any(|v| v.as_str() == Some(".:/app:ro")),
+            "{name:?}: the checkout read-only"
+        );
+        assert!(
+            volumes.iter().any(|v| v["type"].as_str() == Some("tmpfs")
+                && v["target"].as_str() == Some("/app/.git")),
+            "{name:?}: .git hidden"
+        );
+    }
+
+    if !docker_support::docker_ready(
+        "override_example_mounts_the_checkout_read_only_and_hides_git",
+        false,
+    ) {
+        return;
+    }
+    let repo = Repo::new();
+    let compose = format!(
+        "services:\n  web:\n    image: {0}\n    command: [sleep, '3600']\n    network_mode: none\n  worker:\n    image: {0}\n    command: [sleep, '3600']\n    network_mode: none\n",
+        image()
+    );
+    repo.commit("docker-compose.yml", &compose);
+    repo.git(&repo.checkout, &["pull", "-q"]);
+    fs::copy(&file, repo.checkout.join("docker-compose.override.yml")).unwrap();
+    fs::write(
+        repo.checkout.join(".git/info/exclude"),
+        "docker-compose.override.yml\n",
+    )
+    .unwrap();
+    let name = format!("ps-contrib-ro-{}", std::process::id());
+    let _down = ComposeDown {
+        name: name.clone(),
+        dir: repo.checkout.clone(),
+    };
+    let compose_cmd = |args: &[&str]| {
+        let mut cmd = docker_support::docker(&["compose", "-p", &name]);
+        cmd.args(args).current_dir(&repo.checkout);
+        cmd
+    };
+    must(&mut compose_cmd(&["up", "-d"]));
+    let in_web = |script: &str| {
+        compose_cmd(&["exec", "-T", "web", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // The container reads the code, cannot write the checkout, and sees no `.git`.
+    let code = in_web("cat /app/app/main.py");
+    assert_eq!(String::from_utf8_lossy(&code.stdout), "print('v1')\n");
+    assert!(
+        !in_web("touch /app/app/new").status.success(),
+        "the checkout is writable"
+    );
+    let git_dir = in_web("ls -A /app/.git");
+    assert!(
+        git_dir.status.success() && git_dir.stdout.is_empty(),
+        "{git_dir:?}"
+    );
+    let config_before = fs::read(repo.checkout.join(".git/config")).unwrap();
+    let written = in_web("printf '[core]\\n\\tfsmonitor = /tmp/x\\n' >> /app/.git/config");
+    assert!(
+        written.status.success(),
+        "the tmpfs is the container's own: {written:?}"
+    );
+    assert_eq!(
+        fs::read(repo.checkout.join(".git/config")).unwrap(),
+        config_before,
+        "the host's .git/config changed"
+    );
+    assert!(
+        in_web("echo x > /data/x").status.success(),
+        "the data volume is writable"
+    );
+
+    // pullstart on the host still updates the checkout and restarts the service on it.
+    repo.commit("app/main.py", "print('v2')\n");
+    let out = repo
+        .pullstart()
+        .arg("-C")
+        .arg(&repo.checkout)
+        .args(["--compose-command", &format!("docker compose -p {name}")])
+        .args(["--services", "web", "--health-timeout", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let code = in_web("cat /app/app/main.py");
+    assert_eq!(String::from_utf8_lossy(&code.stdout), "print('v2')\n");
 }

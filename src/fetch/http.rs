@@ -88,6 +88,35 @@ impl std::fmt::Debug for Token {
 pub(crate) struct Credentials {
     token: Option<Token>,
     user: String,
+    /// Where the remote's url points: the token goes there and nowhere else.
+    origin: Origin,
+}
+
+/// The scheme, host and port of a url: what a credential may be sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: gix::url::Scheme,
+    host: Option<String>,
+    port: Option<u16>,
+}
+
+impl Origin {
+    fn of(url: &gix::Url) -> Self {
+        Origin {
+            scheme: url.scheme.clone(),
+            host: url.host().map(str::to_ascii_lowercase),
+            port: url.port_or_default(),
+        }
+    }
+
+    /// `host:port` (or `host`), for messages.
+    fn describe(&self) -> String {
+        let host = self.host.as_deref().unwrap_or_default();
+        match self.port {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
 }
 
 impl Credentials {
@@ -124,7 +153,11 @@ impl Credentials {
         if let Some(password) = url.password() {
             add_secret(password);
         }
-        Ok(Credentials { token, user })
+        Ok(Credentials {
+            token,
+            user,
+            origin: Origin::of(url),
+        })
     }
 
     /// Where the credentials come from, for "the server rejected …".
@@ -136,25 +169,38 @@ impl Credentials {
     }
 
     /// The function gix calls when the server asks for credentials.
+    ///
+    /// gix follows a redirect of the first request (git's `http.followRedirects=initial`) and
+    /// then asks for credentials for the url it was redirected to. The token is meant for the
+    /// remote's own host, so it is never given to another origin (git, through curl, sends
+    /// credentials after a redirect only to the same host). The credential helpers are asked
+    /// for the new url, as git asks them: they answer per host.
     pub(crate) fn into_authenticate(
         self,
         repo: &gix::Repository,
     ) -> impl FnMut(Action) -> gix::Result<Option<gix::credentials::protocol::Outcome>> + 'static
     {
         let repo = repo.clone();
-        let Credentials { token, user } = self;
+        let Credentials {
+            token,
+            user,
+            origin,
+        } = self;
         let mut helpers: Option<gix::credentials::helper::Cascade> = None;
         move |action| {
             if let Some(token) = &token {
                 return Ok(match action {
-                    Action::Get(context) => Some(gix::credentials::protocol::Outcome {
-                        identity: gix::sec::identity::Account {
-                            username: user.clone(),
-                            password: token.secret.clone(),
-                            oauth_refresh_token: None,
-                        },
-                        next: context.into(),
-                    }),
+                    Action::Get(context) => {
+                        refuse_another_origin(&context, &origin)?;
+                        Some(gix::credentials::protocol::Outcome {
+                            identity: gix::sec::identity::Account {
+                                username: user.clone(),
+                                password: token.secret.clone(),
+                                oauth_refresh_token: None,
+                            },
+                            next: context.into(),
+                        })
+                    }
                     // Nothing stores or forgets our token.
                     Action::Store(_) | Action::Erase(_) => None,
                 });
@@ -177,10 +223,19 @@ impl Credentials {
                 cascade.stderr = false;
                 helpers = Some(cascade);
             }
-            let Some(cascade) = helpers.as_mut() else {
-                return Ok(None);
+            // Nothing from the helpers for another origin: say it was the redirect, not a
+            // missing token (the url's own password stayed behind, as it should).
+            let redirected = match &action {
+                Action::Get(context) => refuse_another_origin(context, &origin).err(),
+                _ => None,
             };
-            let outcome = cascade.invoke(action, prompt)?;
+            let Some(cascade) = helpers.as_mut() else {
+                return redirected.map_or(Ok(None), Err);
+            };
+            let outcome = match (cascade.invoke(action, prompt), redirected) {
+                (Ok(None) | Err(_), Some(redirected)) => return Err(redirected),
+                (outcome, _) => outcome?,
+            };
             if let Some(outcome) = &outcome {
                 add_secret(&outcome.identity.password);
                 if let Some(refresh) = &outcome.identity.oauth_refresh_token {
@@ -190,6 +245,31 @@ impl Credentials {
             Ok(outcome)
         }
     }
+}
+
+/// The words of the error when a redirect leads the token's request to another origin; also
+/// what [`cause`] looks for.
+const REDIRECTED_ELSEWHERE: &str = "redirected to another host";
+
+/// An error when gix asks for credentials for a url on another origin than the remote's,
+/// which happens only after a redirect (or for no url at all, which it never does).
+fn refuse_another_origin(
+    context: &gix::credentials::protocol::Context,
+    origin: &Origin,
+) -> gix::Result<()> {
+    let Some(url) = context.url.clone().or_else(|| context.to_url()) else {
+        return Err(gix::error::message("the server asked for credentials for no url").into());
+    };
+    let asked = Origin::of(&gix::url::parse(url.as_bstr())?);
+    if asked == *origin {
+        return Ok(());
+    }
+    Err(gix::error::message!(
+        "the server {REDIRECTED_ELSEWHERE}, `{}` instead of `{}`",
+        asked.describe(),
+        origin.describe()
+    )
+    .into())
 }
 
 /// The environment variable `name` when set and not empty.
@@ -505,6 +585,19 @@ pub(crate) fn cause(err: &gix::Error, credentials: &str, timeout: Duration) -> O
             remedy: "use the https:// url of the repository".to_owned(),
         });
     }
+    if let Some(text) = texts
+        .iter()
+        .find(|text| text.contains(REDIRECTED_ELSEWHERE))
+    {
+        return Some(Cause::NeedsFix {
+            cause: format!(
+                "{}, and credentials go only to the remote's own host",
+                redact(text)
+            ),
+            remedy: "set the remote's url to where the repository is now (`git remote set-url`)"
+                .to_owned(),
+        });
+    }
     if has("No credentials were returned")
         || has("Could not obtain identity")
         || has("Failed to obtain credentials")
@@ -700,6 +793,32 @@ mod tests {
             "git.example.org"
         );
         assert_eq!(presented_name("odd"), "odd");
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_remotes_own_origin() {
+        let remote = gix::url::parse(gix::bstr::BStr::new(
+            "https://deploy@git.example.org/app.git",
+        ))
+        .unwrap();
+        let origin = Origin::of(&remote);
+        let asked = |url: Option<&str>| gix::credentials::protocol::Context {
+            url: url.map(Into::into),
+            ..Default::default()
+        };
+        let allowed = |url: Option<&str>| refuse_another_origin(&asked(url), &origin).is_ok();
+        assert!(allowed(Some("https://git.example.org/moved/app.git")));
+        assert!(allowed(Some("https://GIT.example.org:443/app.git")));
+        assert!(!allowed(Some("https://evil.example.net/app.git")));
+        assert!(!allowed(Some("https://git.example.org:8443/app.git")));
+        assert!(!allowed(Some("http://git.example.org/app.git")));
+        assert!(!allowed(None));
+        let refused = refuse_another_origin(&asked(Some("https://evil.example.net/x")), &origin);
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("`evil.example.net:443` instead of `git.example.org:443`"),
+            "{message}"
+        );
     }
 
     #[test]

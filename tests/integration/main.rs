@@ -18,6 +18,7 @@ mod first_day;
 mod git_parity;
 mod hooks;
 mod hostile;
+mod hostile_input;
 mod lfs;
 mod listen;
 mod lock;

@@ -14,7 +14,7 @@ use crate::support::*;
 
 /// Runs pullstart with the fixture's defaults plus `args`, and `env` added to the hermetic
 /// environment.
-fn run_env(t: &Fixture, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+pub(crate) fn run_env(t: &Fixture, args: &[&str], env: &[(&str, &str)]) -> Outcome {
     let mut cmd = t.pullstart();
     cmd.args(t.full_args(args));
     for (name, value) in env {
@@ -23,11 +23,11 @@ fn run_env(t: &Fixture, args: &[&str], env: &[(&str, &str)]) -> Outcome {
     Outcome::of(&mut cmd, args.iter().map(|arg| arg.to_string()).collect())
 }
 
-fn set_url(t: &Fixture, url: &str) {
+pub(crate) fn set_url(t: &Fixture, url: &str) {
     t.git(&t.checkout, &["remote", "set-url", "origin", url]);
 }
 
-fn trust_ca(t: &Fixture, web: &WebServer) {
+pub(crate) fn trust_ca(t: &Fixture, web: &WebServer) {
     t.git(
         &t.checkout,
         &["config", "http.sslCAInfo", path_str(&web.ca())],

@@ -933,6 +933,19 @@ impl Drop for KillGroupOnDrop {
     }
 }
 
+/// Whether `<git-dir>/pullstart.lock` is free: a non-blocking `flock` gets it at once.
+pub fn lock_is_free(t: &Fixture) -> bool {
+    let mut probe = Command::new("flock");
+    hermetic(&mut probe, &t.home);
+    probe
+        .arg("-n")
+        .arg(t.lock_path())
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+}
+
 /// Holds `<git-dir>/pullstart.lock` with util-linux `flock FILE sleep N` until dropped.
 pub fn hold_lock_with_flock(t: &Fixture, secs: u32) -> KillGroupOnDrop {
     let mut cmd = Command::new("flock");
@@ -951,15 +964,7 @@ pub fn hold_lock_with_flock(t: &Fixture, secs: u32) -> KillGroupOnDrop {
     // Wait until the lock is really held: a non-blocking flock attempt then fails.
     let start = Instant::now();
     loop {
-        let mut probe = Command::new("flock");
-        hermetic(&mut probe, &t.home);
-        let st = probe
-            .arg("-n")
-            .arg(t.lock_path())
-            .arg("true")
-            .status()
-            .unwrap();
-        if !st.success() {
+        if !lock_is_free(t) {
             break;
         }
         assert!(

@@ -4,7 +4,10 @@
 //!
 //! - [`WebServer`]: lighttpd running `git http-backend` as CGI over http and https, `/anon/...`
 //!   without authentication and `/auth/...` behind basic auth; the https certificate is signed
-//!   by a CA the test makes with the openssl CLI ([`WebServer::ca`]);
+//!   by a CA the test makes with the openssl CLI ([`WebServer::ca`]); on https, `/to-localhost/...`
+//!   redirects to `https://localhost:<port>/auth/...` (another host, same server) and
+//!   `/moved/...` to `https://127.0.0.1:<port>/auth/...` (the same host); each request's
+//!   `Authorization` header is logged ([`WebServer::requests_to`]);
 //! - [`SshServer`]: `sshd -D` with a generated host key, a deploy key in `authorized_keys`, and
 //!   a `known_hosts` that trusts the host key ([`SshServer::known_hosts`]);
 //! - [`silent_server`]: accepts connections and never answers.
@@ -206,7 +209,9 @@ impl WebServer {
 server.bind = "127.0.0.1"
 server.port = {http_port}
 server.errorlog = "{d}/error.log"
-server.modules = ("mod_alias", "mod_setenv", "mod_auth", "mod_authn_file", "mod_cgi", "mod_openssl")
+server.modules = ("mod_redirect", "mod_alias", "mod_setenv", "mod_auth", "mod_authn_file", "mod_cgi", "mod_openssl", "mod_accesslog")
+accesslog.filename = "{d}/access.log"
+accesslog.format = "%V %U authorization=%{{Authorization}}i"
 alias.url = ("/anon" => "{backend}", "/auth" => "{backend}")
 cgi.assign = ("" => "")
 setenv.add-environment = (
@@ -223,6 +228,10 @@ $SERVER["socket"] == "127.0.0.1:{https_port}" {{
   ssl.engine = "enable"
   ssl.pemfile = "{d}/server.pem"
   ssl.privkey = "{d}/server.key"
+  url.redirect = (
+    "^/to-localhost/(.*)$" => "https://localhost:{https_port}/auth/$1",
+    "^/moved/(.*)$" => "https://127.0.0.1:{https_port}/auth/$1",
+  )
 }}
 "#
             );
@@ -256,6 +265,26 @@ $SERVER["socket"] == "127.0.0.1:{https_port}" {{
         };
         let area = if auth { "auth" } else { "anon" };
         format!("{scheme}://127.0.0.1:{port}/{area}/{repo}")
+    }
+
+    /// The access log's lines for requests to `host` (`localhost:<port>`, ...): each says
+    /// `authorization=<the Authorization header>` (`-` when there was none).
+    /// lighttpd writes its access log once a second: this waits for the lines.
+    pub fn requests_to(&self, host: &str) -> Vec<String> {
+        let read = || -> Vec<String> {
+            let log = fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
+            log.lines()
+                .filter(|line| line.split(' ').next() == Some(host))
+                .map(str::to_owned)
+                .collect()
+        };
+        let start = Instant::now();
+        while read().is_empty() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The last second's requests may still be in lighttpd's buffer.
+        std::thread::sleep(Duration::from_millis(1500));
+        read()
     }
 
     /// The CA certificate that signed the https certificate, or the self-signed certificate
