@@ -328,29 +328,11 @@ fn remove_empty_dirs_upward(dir: &Path, workdir: &Path) -> anyhow::Result<()> {
 
 /// `workdir/path` for removal, after checking that every leading component below the worktree is
 /// a real directory: never a symlink (removing through it could reach outside the worktree) and
-/// never a file. `Ok(None)` when a leading component is missing or not a directory: then there is
-/// nothing of ours to remove.
+/// never a file. `Ok(None)` when a leading component is missing or not a directory (a file that
+/// replaced it, written by an interrupted run of this same update): then nothing of the old tree
+/// lies below it, and nothing of ours is there to remove.
 fn safe_path(workdir: &Path, path: &BStr) -> anyhow::Result<Option<PathBuf>> {
-    let mut abs = workdir.to_path_buf();
-    let components: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
-    let (last, leading) = components
-        .split_last()
-        .expect("split yields at least one item");
-    for component in leading {
-        abs.push(Path::new(OsStr::from_bytes(component)));
-        match std::fs::symlink_metadata(&abs) {
-            Ok(m) if m.is_dir() => {}
-            // Not a directory: a file that replaced it, written by an interrupted run of this
-            // same update. Nothing of the old tree lies below it, and nothing goes through it.
-            Ok(_) => return Ok(None),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => {
-                return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))
-            }
-        }
-    }
-    abs.push(Path::new(OsStr::from_bytes(last)));
-    Ok(Some(abs))
+    walk_leading_dirs(workdir, path, None)
 }
 
 /// Create the leading directories of `path` one component at a time, refusing any component
@@ -464,12 +446,22 @@ fn stage(
 /// `workdir/path`, once the leading directories that are missing are created (and recorded in
 /// `created`, so that a failed staging removes them again). `None` when a leading component
 /// exists as something other than a real directory (for staging: a file or symlink that this
-/// update removes first, so the file is written later). Components are created one at a time
-/// and never followed through a symlink.
+/// update removes first, so the file is written later).
 fn leading_dirs_created(
     workdir: &Path,
     path: &BStr,
     created: &mut Vec<PathBuf>,
+) -> anyhow::Result<Option<PathBuf>> {
+    walk_leading_dirs(workdir, path, Some(created))
+}
+
+/// `workdir/path` after looking at its leading components one at a time, never through a
+/// symlink. `None` when one is not a real directory, or is missing and `create` is `None`;
+/// with `create`, a missing one is made and recorded there.
+fn walk_leading_dirs(
+    workdir: &Path,
+    path: &BStr,
+    mut create: Option<&mut Vec<PathBuf>>,
 ) -> anyhow::Result<Option<PathBuf>> {
     let mut abs = workdir.to_path_buf();
     let components: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
@@ -482,6 +474,9 @@ fn leading_dirs_created(
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Ok(None),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let Some(created) = create.as_deref_mut() else {
+                    return Ok(None);
+                };
                 std::fs::create_dir(&abs)
                     .with_context(|| format!("failed to create directory `{}`", abs.display()))?;
                 created.push(abs.clone());

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::exit::{self, ExitCode, Failure};
+use crate::exit::{ExitCode, Failure};
 
 /// How often the containers are inspected.
 const POLL: Duration = Duration::from_millis(250);
@@ -70,7 +70,7 @@ pub fn wait(
             .max(MIN_CALL);
         let current = match view.take() {
             Some(view) => view,
-            None => match lister.choose_view(call_timeout)? {
+            None => match lister.choose_view(call_timeout) {
                 Ok(view) => view,
                 Err(why) => return Ok(Waited::Skipped(why)),
             },
@@ -132,38 +132,29 @@ impl Lister<'_> {
 
     /// The engine's view when `docker` knows the containers compose listed, else compose's
     /// JSON view when it has one; `Err(why)` when neither can be had.
-    fn choose_view(&self, timeout: Duration) -> anyhow::Result<Result<View, String>> {
+    fn choose_view(&self, timeout: Duration) -> Result<View, String> {
         // No rows is no proof: Compose v1 prints its usage on stderr and exits 0 for an
         // unknown `--format`, so the ids are asked for too.
         let rows = self.compose_json(timeout).filter(|rows| !rows.is_empty());
         let ids = match &rows {
             Some(rows) => rows.iter().map(|c| c.id.clone()).collect(),
-            None => match self.container_ids(timeout) {
-                Ok(ids) => ids,
-                Err(why) => return Ok(Err(why)),
-            },
+            None => self.container_ids(timeout)?,
         };
         if ids.is_empty() {
             // Nothing to inspect: the tracker reports the services that have no container.
-            return Ok(Ok(View::Engine(ids)));
+            return Ok(View::Engine(ids));
         }
-        let engine = inspect(&ids, timeout);
-        Ok(match engine {
+        match inspect(&ids, timeout) {
             Ok(found) if !found.is_empty() => Ok(View::Engine(ids)),
             _ if rows.is_some() => Ok(View::Compose),
-            Ok(_) => Err(format!(
-                "`docker inspect` does not know the containers that `{}` listed (another engine?)",
+            // No JSON view, and no `docker` that knows the containers (none on PATH, another
+            // engine): nothing can judge them.
+            _ => Err(format!(
+                "neither `{}` nor `docker inspect` shows the state of the containers `{}` listed",
+                shown(&self.words(&["ps", "-a", "--format", "json"], true)),
                 shown(&self.words(&["ps", "-a", "-q"], true))
             )),
-            Err(err) => Err(format!(
-                "`{}` lists no container states and {}",
-                shown(&self.words(&["ps", "-a", "--format", "json"], true)),
-                exit::failure_of(&err)
-                    .map_or_else(|| format!("{err:#}"), |f| f.message.clone())
-                    .trim_start_matches("health check failed: ")
-                    .trim_end_matches("; the next run retries")
-            )),
-        })
+        }
     }
 
     /// Compose's own view, `<compose> ps -a --format json`: one JSON object a line (Compose

@@ -83,8 +83,12 @@ pub fn is_success(exit_code: i32) -> bool {
 /// The metrics of the run that just ended with `exit_code`, written to `path`. A failure to
 /// write them is a warning on stderr: the run's own result and exit code stand.
 pub fn record(path: &Path, settings: &Settings, outcome: &Outcome, exit_code: i32) {
-    let snapshot = snapshot(path, settings, outcome, exit_code);
-    if let Err(err) = write(path, &snapshot) {
+    save(path, &snapshot(path, settings, outcome, exit_code));
+}
+
+/// [`write`], with a failure as a warning on stderr.
+pub fn save(path: &Path, snapshot: &Snapshot) {
+    if let Err(err) = write(path, snapshot) {
         eprintln!(
             "pullstart: warning: {}",
             crate::redact::redact(&format!("{err:#}"))

@@ -149,7 +149,8 @@ pub struct Settings {
     /// lies inside the checkout.
     pub config_file_absolute: Option<PathBuf>,
     /// The keys the config file set that name a host command or a host path (hooks,
-    /// `compose_command`, `metrics_file`, `token_file`, `ssh_key`): refused when the file lies
+    /// `compose_command`, `metrics_file`, `token_file`, `ssh_key`, `verify_signatures`, `listen`,
+    /// `webhook_secret_file`): refused when the file lies
     /// inside the checkout, since anyone who can push could change them.
     pub host_keys_from_file: Vec<&'static str>,
     /// The time limit for one run (each iteration of `watch`), counted from the start of

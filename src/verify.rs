@@ -19,17 +19,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use gix::bstr::BStr;
+use gix::commit::verify::{Format, Outcome, Status, TrustLevel};
+use gix::objs::signature::verify::Options;
 use gix::ObjectId;
-use gix_object_signature::{Format, Options, Outcome, Status, TrustLevel};
 
 use crate::exit::{ExitCode, Failure};
 use crate::settings::{VerifyMode, VerifySignatures};
-
-/// The re-exports of gix's signature verification, named once.
-mod gix_object_signature {
-    pub use gix::commit::verify::{Format, Outcome, Status, TrustLevel};
-    pub use gix::objs::signature::verify::Options;
-}
 
 /// The keys resolved for one verification: where SSH and OpenPGP signatures are checked.
 pub struct Trust {

@@ -70,17 +70,20 @@ pub fn watch(settings: &Settings, style: Style) -> i32 {
         let mut outcome = Outcome::new(settings.command);
         let result = run::execute(settings, &mut outcome);
         let code = report::finish(&outcome, &result, style);
-        let previous = state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .metrics
-            .clone();
         let snapshot = match &settings.metrics_file {
             Some(path) => {
-                metrics::record(path, settings, &outcome, code);
-                metrics::snapshot(path, settings, &outcome, code)
+                let snapshot = metrics::snapshot(path, settings, &outcome, code);
+                metrics::save(path, &snapshot);
+                snapshot
             }
-            None => metrics::snapshot_after(previous.as_deref(), settings, &outcome, code),
+            None => {
+                let previous = state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .metrics
+                    .clone();
+                metrics::snapshot_after(previous.as_deref(), settings, &outcome, code)
+            }
         };
         *state.lock().unwrap_or_else(|e| e.into_inner()) = LoopState {
             last_run: Some(LastRun {

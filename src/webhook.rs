@@ -190,7 +190,7 @@ impl Server {
             .peer_addr()
             .map_or_else(|_| "?".to_string(), |a| a.ip().to_string());
         let reply = match read_request(&mut stream) {
-            Ok(request) => self.answer(&request, &peer),
+            Ok(request) => self.answer(&request),
             Err(reply) => reply,
         };
         if reply.status >= 400 {
@@ -214,11 +214,11 @@ impl Server {
             .and_then(|()| stream.write_all(reply.body.as_bytes()));
     }
 
-    fn answer(&self, request: &Request, peer: &str) -> Reply {
+    fn answer(&self, request: &Request) -> Reply {
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/healthz") => self.health(),
             ("GET", "/metrics") => self.metrics(),
-            ("POST", _) => self.webhook(request, peer),
+            ("POST", _) => self.webhook(request),
             ("GET", _) => Reply::text(404, "Not Found", "try /healthz or /metrics\n"),
             _ => Reply::text(405, "Method Not Allowed", "GET or POST\n"),
         }
@@ -250,7 +250,7 @@ impl Server {
         }
     }
 
-    fn webhook(&self, request: &Request, _peer: &str) -> Reply {
+    fn webhook(&self, request: &Request) -> Reply {
         let Some(secret) = &self.secret else {
             return Reply::text(
                 401,
