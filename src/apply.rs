@@ -7,19 +7,18 @@
 //! inode. The guard has already proven that nothing written here overwrites local work.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::OpenOptions;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use gix::bstr::{BStr, ByteSlice};
+use gix::bstr::{BStr, BString, ByteSlice};
 use gix::index::entry::{Flags, Mode, Stage, Stat};
 use gix::objs::tree::EntryKind;
 use gix::refs::transaction::{Change as RefChange, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::refs::Target;
 
+use crate::beneath::{self, Place, Worktree};
 use crate::checkout::Checkout;
 use crate::exit::{ExitCode, Failure};
 use crate::failpoint;
@@ -153,10 +152,22 @@ impl Update<'_> {
         then: impl FnOnce() -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let repo = &self.checkout.repo;
-        let workdir = self.checkout.workdir.as_path();
         edit_index(&mut index, changes);
+        let mut tree = match Worktree::open(&self.checkout.workdir) {
+            Ok(tree) => tree,
+            Err(err) => {
+                let err = anyhow::Error::new(err).context(format!(
+                    "failed to open the worktree `{}`",
+                    self.checkout.workdir.display()
+                ));
+                return Err(match self.start {
+                    Start::Untouched => self.nothing_touched(err),
+                    Start::MidUpdate => stopped_part_way(err, self.tip),
+                });
+            }
+        };
         let staged = worktree_filters(repo, &index).and_then(|mut filters| {
-            let staged = stage(repo, &mut filters, workdir, changes, self.rewrite)?;
+            let staged = stage(repo, &mut filters, &mut tree, changes, self.rewrite)?;
             Ok((filters, staged))
         });
         let (mut filters, staged) = match staged {
@@ -164,23 +175,38 @@ impl Update<'_> {
             Err(err) if self.start == Start::Untouched => return Err(self.nothing_touched(err)),
             Err(err) => return Err(stopped_part_way(err, self.tip)),
         };
-        (|| {
+        let mut staged: Vec<(&Change, Option<Prepared>)> = changes
+            .iter()
+            .filter(|c| c.new.is_some())
+            .copied()
+            .zip(staged.into_iter().map(Some))
+            .collect();
+        // How many of `staged` were put in place: on a failure, the temporary files of the rest
+        // are removed (the one that failed may have left its own).
+        let mut written = 0;
+        let result = (|| {
             for change in changes.iter().filter(|c| c.old.is_some()) {
-                remove_old(workdir, change)?;
+                remove_old(&mut tree, change)?;
                 failpoint::hit("remove-file");
             }
-            let with_new = changes.iter().filter(|c| c.new.is_some());
-            for (change, staged) in with_new.zip(staged) {
-                let stat = write_new(repo, &mut filters, workdir, change, staged)?;
+            for (change, prepared) in staged.iter_mut() {
+                let prepared = prepared.take().expect("each is written once");
+                let stat = write_new(repo, &mut filters, &mut tree, change, prepared)?;
                 set_stat(&mut index, change.path.as_bstr(), stat);
+                written += 1;
                 failpoint::hit("write-file");
             }
             write_index(index, index_lock)?;
             failpoint::hit("after-index");
             then()?;
             journal::remove(self.checkout.git_dir())
-        })()
-        .map_err(|err| stopped_part_way(err, self.tip))
+        })();
+        if result.is_err() {
+            for (change, _) in &staged[written..] {
+                remove_temporary(&mut tree, change.path.as_bstr());
+            }
+        }
+        result.map_err(|err| stopped_part_way(err, self.tip))
     }
 
     /// Nothing was removed or renamed: the journal goes too, and the error says so.
@@ -273,7 +299,7 @@ fn set_stat(index: &mut gix::index::State, path: &BStr, stat: Stat) {
 /// Remove the old entry at a path the update deletes or replaces with another type. A file that
 /// the new tree replaces with a file or symlink is left for the rename in `write_new`, so the
 /// path is never missing.
-fn remove_old(workdir: &Path, change: &Change) -> anyhow::Result<()> {
+fn remove_old(tree: &mut Worktree, change: &Change) -> anyhow::Result<()> {
     let old = change
         .old
         .expect("only called for changes with an old side");
@@ -282,65 +308,41 @@ fn remove_old(workdir: &Path, change: &Change) -> anyhow::Result<()> {
     if replaced_in_place {
         return Ok(());
     }
-    let abs = safe_path(workdir, change.path.as_bstr())?;
-    let Some(abs) = abs else { return Ok(()) }; // a leading directory is already gone
-    match std::fs::symlink_metadata(&abs) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => {
-            return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))
-        }
-        Ok(m) if m.is_dir() => {
+    let path = change.path.as_bstr();
+    // `None`: a leading directory is already gone (or is a file that replaced it, written by an
+    // interrupted run of this same update): nothing of the old tree lies below it.
+    let Some(place) = tree
+        .place(path, None)
+        .with_context(|| inspect_failed(path))?
+    else {
+        return Ok(());
+    };
+    match place.stat() {
+        Ok(None) => return Ok(()),
+        Err(err) => return Err(err).with_context(|| inspect_failed(path)),
+        Ok(Some(stat)) if beneath::is_directory(&stat) => {
             // A submodule's directory: removed only when empty, as git does.
-            if let Err(err) = std::fs::remove_dir(&abs) {
+            if let Err(err) = place.remove_dir() {
                 if err.kind() != std::io::ErrorKind::DirectoryNotEmpty {
                     return Err(err)
-                        .with_context(|| format!("failed to remove `{}`", abs.display()));
+                        .with_context(|| format!("failed to remove `{}`", place.path().display()));
                 }
             }
         }
-        Ok(_) => std::fs::remove_file(&abs)
-            .with_context(|| format!("failed to remove `{}`", abs.display()))?,
+        Ok(Some(_)) => place
+            .remove_file()
+            .with_context(|| format!("failed to remove `{}`", place.path().display()))?,
     }
-    if let Some(parent) = abs.parent() {
-        remove_empty_dirs_upward(parent, workdir)?;
-    }
-    Ok(())
-}
-
-fn remove_empty_dirs_upward(dir: &Path, workdir: &Path) -> anyhow::Result<()> {
-    if dir == workdir {
-        return Ok(());
-    }
-    match gix::fs::dir::remove::empty_upward_until_boundary(dir, workdir) {
-        Ok(_) => Ok(()),
-        Err(err)
-            if matches!(
-                err.kind(),
-                std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::NotFound
-            ) =>
-        {
-            Ok(())
-        }
-        Err(err) => Err(err)
-            .with_context(|| format!("failed to remove empty directory `{}`", dir.display())),
-    }
-}
-
-/// `workdir/path` for removal, after checking that every leading component below the worktree is
-/// a real directory: never a symlink (removing through it could reach outside the worktree) and
-/// never a file. `Ok(None)` when a leading component is missing or not a directory (a file that
-/// replaced it, written by an interrupted run of this same update): then nothing of the old tree
-/// lies below it, and nothing of ours is there to remove.
-fn safe_path(workdir: &Path, path: &BStr) -> anyhow::Result<Option<PathBuf>> {
-    walk_leading_dirs(workdir, path, None)
-}
-
-/// Create the leading directories of `path` one component at a time, refusing any component
-/// that exists as something other than a real directory.
-fn create_leading_dirs(workdir: &Path, path: &BStr) -> anyhow::Result<PathBuf> {
-    leading_dirs_created(workdir, path, &mut Vec::new())?.ok_or_else(|| {
-        anyhow::anyhow!("refusing to write `{path}`: a leading component is not a directory")
+    tree.remove_empty_parents(path).with_context(|| {
+        format!(
+            "failed to remove the empty directories above `{}`",
+            place.path().display()
+        )
     })
+}
+
+fn inspect_failed(path: &BStr) -> String {
+    format!("failed to inspect `{path}`")
 }
 
 /// The smudge side of git's filters (eol, ident, filter drivers), with `.gitattributes` read
@@ -363,38 +365,53 @@ fn worktree_filters<'repo>(
 fn write_new(
     repo: &gix::Repository,
     filters: &mut gix::filter::Pipeline<'_>,
-    workdir: &Path,
+    tree: &mut Worktree,
     change: &Change,
     staged: Prepared,
 ) -> anyhow::Result<Stat> {
     let new = change.new.expect("only called for changes with a new side");
-    let abs = create_leading_dirs(workdir, change.path.as_bstr())?;
+    let path = change.path.as_bstr();
+    // Leading directories are created one component at a time; any that exists as something
+    // other than a real directory is refused.
+    let place = tree
+        .place(path, Some(&mut Vec::new()))
+        .with_context(|| format!("failed to create the directories of `{path}`"))?
+        .ok_or_else(|| {
+            anyhow::anyhow!("refusing to write `{path}`: a leading component is not a directory")
+        })?;
     match staged {
-        Prepared::AlreadyThere => return stat_of(&abs),
-        Prepared::Staged(tmp) => move_into_place(&tmp, &abs)?,
+        Prepared::AlreadyThere => return stat_of(&place),
+        Prepared::Staged(tmp) => move_into_place(&place, tmp)?,
         Prepared::Later if new.kind == EntryKind::Commit => {
-            return create_submodule_directory(&abs)
+            return create_submodule_directory(&place)
         }
         Prepared::Later => {
             let content = new_content(repo, filters, change)?;
-            let tmp = write_temporary(&abs, &content)?;
-            move_into_place(&tmp, &abs)?;
+            let tmp = write_temporary(&place, &content)?;
+            move_into_place(&place, tmp)?;
         }
     }
-    stat_of(&abs)
+    stat_of(&place)
 }
 
-fn stat_of(abs: &Path) -> anyhow::Result<Stat> {
-    let metadata = gix::index::fs::Metadata::from_path_no_follow(abs)
-        .with_context(|| format!("failed to inspect `{}` after writing it", abs.display()))?;
-    Stat::from_fs(&metadata)
-        .with_context(|| format!("failed to read the times of `{}`", abs.display()))
+fn stat_of(place: &Place) -> anyhow::Result<Stat> {
+    let inspect = || {
+        format!(
+            "failed to inspect `{}` after writing it",
+            place.path().display()
+        )
+    };
+    let stat = place.stat().with_context(inspect)?;
+    let stat = stat
+        .ok_or_else(|| anyhow::anyhow!("it is gone"))
+        .with_context(inspect)?;
+    Ok(beneath::index_stat(&stat))
 }
 
 /// What [`stage`] did for one new file before anything was removed or renamed.
 enum Prepared {
     /// Written beside its path, at this temporary name, waiting to be renamed into place.
-    Staged(PathBuf),
+    Staged(OsString),
     /// Its path already holds it (only when reverting): nothing to write.
     AlreadyThere,
     /// Written when its turn comes: a submodule, or a path whose directory does not exist yet
@@ -410,18 +427,19 @@ enum Prepared {
 fn stage(
     repo: &gix::Repository,
     filters: &mut gix::filter::Pipeline<'_>,
-    workdir: &Path,
+    tree: &mut Worktree,
     changes: &[&Change],
     rewrite: Rewrite,
 ) -> anyhow::Result<Vec<Prepared>> {
     let mut prepared = Vec::new();
     let mut created_dirs = Vec::new();
+    let with_new = || changes.iter().filter(|c| c.new.is_some());
     let result = (|| {
-        for change in changes.iter().filter(|c| c.new.is_some()) {
+        for change in with_new() {
             prepared.push(prepare(
                 repo,
                 filters,
-                workdir,
+                tree,
                 change,
                 rewrite,
                 &mut created_dirs,
@@ -430,82 +448,50 @@ fn stage(
         Ok(())
     })();
     if let Err(err) = result {
-        for done in prepared {
-            if let Prepared::Staged(tmp) = done {
-                let _ = std::fs::remove_file(tmp);
+        for (change, done) in with_new().zip(prepared) {
+            if let Prepared::Staged(_) = done {
+                remove_temporary(tree, change.path.as_bstr());
             }
         }
         for dir in created_dirs.iter().rev() {
-            let _ = std::fs::remove_dir(dir);
+            let _ = tree.remove_directory(dir.as_bstr());
         }
         return Err(err);
     }
     Ok(prepared)
 }
 
-/// `workdir/path`, once the leading directories that are missing are created (and recorded in
-/// `created`, so that a failed staging removes them again). `None` when a leading component
-/// exists as something other than a real directory (for staging: a file or symlink that this
-/// update removes first, so the file is written later).
-fn leading_dirs_created(
-    workdir: &Path,
-    path: &BStr,
-    created: &mut Vec<PathBuf>,
-) -> anyhow::Result<Option<PathBuf>> {
-    walk_leading_dirs(workdir, path, Some(created))
-}
-
-/// `workdir/path` after looking at its leading components one at a time, never through a
-/// symlink. `None` when one is not a real directory, or is missing and `create` is `None`;
-/// with `create`, a missing one is made and recorded there.
-fn walk_leading_dirs(
-    workdir: &Path,
-    path: &BStr,
-    mut create: Option<&mut Vec<PathBuf>>,
-) -> anyhow::Result<Option<PathBuf>> {
-    let mut abs = workdir.to_path_buf();
-    let components: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
-    let (last, leading) = components
-        .split_last()
-        .expect("split yields at least one item");
-    for component in leading {
-        abs.push(Path::new(OsStr::from_bytes(component)));
-        match std::fs::symlink_metadata(&abs) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Ok(None),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let Some(created) = create.as_deref_mut() else {
-                    return Ok(None);
-                };
-                std::fs::create_dir(&abs)
-                    .with_context(|| format!("failed to create directory `{}`", abs.display()))?;
-                created.push(abs.clone());
-            }
-            Err(err) => {
-                return Err(err).with_context(|| format!("failed to inspect `{}`", abs.display()))
-            }
-        }
+/// Remove this run's temporary file beside `path`, if it is there: the clean-up after a failure.
+fn remove_temporary(tree: &mut Worktree, path: &BStr) {
+    if let Ok(Some(place)) = tree.place(path, None) {
+        let _ = place
+            .sibling(temporary_name(place.name(), own_pid()))
+            .remove_file();
     }
-    abs.push(Path::new(OsStr::from_bytes(last)));
-    Ok(Some(abs))
 }
 
 fn prepare(
     repo: &gix::Repository,
     filters: &mut gix::filter::Pipeline<'_>,
-    workdir: &Path,
+    tree: &mut Worktree,
     change: &Change,
     rewrite: Rewrite,
-    created_dirs: &mut Vec<PathBuf>,
+    created_dirs: &mut Vec<BString>,
 ) -> anyhow::Result<Prepared> {
     let new = change.new.expect("only called for changes with a new side");
     if new.kind == EntryKind::Commit {
         return Ok(Prepared::Later);
     }
-    let Some(abs) = leading_dirs_created(workdir, change.path.as_bstr(), created_dirs)? else {
+    let path = change.path.as_bstr();
+    // `None`: a leading component is a file or symlink that this update removes first, so the
+    // file is written later.
+    let place = tree
+        .place(path, Some(created_dirs))
+        .with_context(|| format!("failed to create the directories of `{path}`"))?;
+    let Some(place) = place else {
         return Ok(Prepared::Later);
     };
-    if rewrite == Rewrite::WhereDifferent && already_there(repo, filters, &abs, change)? {
+    if rewrite == Rewrite::WhereDifferent && already_there(repo, filters, &place, change)? {
         return Ok(Prepared::AlreadyThere);
     }
     let content = new_content(repo, filters, change).map_err(|err| {
@@ -521,7 +507,7 @@ fn prepare(
         );
         err.context(Failure::usage(message))
     })?;
-    Ok(Prepared::Staged(write_temporary(&abs, &content)?))
+    Ok(Prepared::Staged(write_temporary(&place, &content)?))
 }
 
 /// Context on an error of the smudge filters for this path.
@@ -566,54 +552,56 @@ fn new_content(
     })
 }
 
-/// Create `content` at a temporary name beside `abs`; returns that name.
-fn write_temporary(abs: &Path, content: &Content) -> anyhow::Result<PathBuf> {
-    let tmp = temporary_sibling(abs, std::process::id());
+/// Create `content` at a temporary name beside `place`; returns that name.
+fn write_temporary(place: &Place, content: &Content) -> anyhow::Result<OsString> {
+    let tmp = place.sibling(temporary_name(place.name(), own_pid()));
     let written = match content {
-        Content::Link(target) => std::os::unix::fs::symlink(target, &tmp),
-        Content::File { bytes, mode } => OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(*mode)
-            .open(&tmp)
+        Content::Link(target) => tmp.create_symlink(target),
+        Content::File { bytes, mode } => tmp
+            .create_new_file(*mode)
             .and_then(|mut file| file.write_all(bytes)),
     };
     if let Err(err) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err).with_context(|| format!("failed to write `{}`", tmp.display()));
+        let _ = tmp.remove_file();
+        return Err(err).with_context(|| format!("failed to write `{}`", tmp.path().display()));
     }
-    Ok(tmp)
+    Ok(tmp.name().to_owned())
 }
 
-/// Rename the temporary file over `abs`, so that readers see the old file or the new one, never
-/// a half-written one. An empty directory in the way is removed first, as git removes it.
-fn move_into_place(tmp: &Path, abs: &Path) -> anyhow::Result<()> {
-    let moved = remove_empty_directory(abs).and_then(|()| {
-        std::fs::rename(tmp, abs).with_context(|| {
+/// This process's id, asked of the kernel once rather than for every file.
+fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
+/// Rename the temporary file over `place`, so that readers see the old file or the new one,
+/// never a half-written one. An empty directory in the way is removed first, as git removes it.
+fn move_into_place(place: &Place, tmp: OsString) -> anyhow::Result<()> {
+    let moved = remove_empty_directory(place).and_then(|()| {
+        place.rename_from(&tmp).with_context(|| {
             format!(
                 "failed to rename `{}` to `{}`",
-                tmp.display(),
-                abs.display()
+                place.sibling(tmp.clone()).path().display(),
+                place.path().display()
             )
         })
     });
     if moved.is_err() {
-        let _ = std::fs::remove_file(tmp);
+        let _ = place.sibling(tmp).remove_file();
     }
     moved
 }
 
-/// Whether `abs` already is the new side of `change` (type, executable bit and content, after
+/// Whether `place` already is the new side of `change` (type, executable bit and content, after
 /// the smudge filters).
 fn already_there(
     repo: &gix::Repository,
     filters: &mut gix::filter::Pipeline<'_>,
-    abs: &Path,
+    place: &Place,
     change: &Change,
 ) -> anyhow::Result<bool> {
-    use std::os::unix::fs::PermissionsExt;
     let new = change.new.expect("only called for changes with a new side");
-    let Ok(metadata) = std::fs::symlink_metadata(abs) else {
+    let Ok(Some(stat)) = place.stat() else {
         return Ok(false);
     };
     let blob = repo
@@ -621,14 +609,13 @@ fn already_there(
         .with_context(|| format!("failed to read blob {} for `{}`", new.id, change.path))?;
     let same = match new.kind {
         EntryKind::Link => {
-            metadata.is_symlink()
-                && std::fs::read_link(abs).is_ok_and(|t| t.as_os_str().as_bytes() == blob.data)
+            beneath::is_symlink(&stat) && place.read_link().is_ok_and(|t| t == blob.data)
         }
         EntryKind::Blob | EntryKind::BlobExecutable => {
-            let executable = metadata.permissions().mode() & 0o100 != 0;
-            metadata.is_file()
+            let executable = stat.st_mode & 0o100 != 0;
+            beneath::is_regular_file(&stat)
                 && executable == (new.kind == EntryKind::BlobExecutable)
-                && read_regular_file(abs)?.is_some_and(|bytes| {
+                && read_regular_file(place)?.is_some_and(|bytes| {
                     smudge(filters, change.path.as_bstr(), &blob.data).is_ok_and(|c| c == bytes)
                 })
         }
@@ -637,23 +624,22 @@ fn already_there(
     Ok(same)
 }
 
-/// The content of `abs` if it is a regular file (see [`guard::open_regular_file`]).
-fn read_regular_file(abs: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    let Some(mut file) = guard::open_regular_file(abs)? else {
+/// The content of the file at `place` if it is a regular file.
+fn read_regular_file(place: &Place) -> anyhow::Result<Option<Vec<u8>>> {
+    let read_failed = || format!("failed to read `{}`", place.path().display());
+    let Some(mut file) = place.open_regular_file().with_context(read_failed)? else {
         return Ok(None);
     };
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .with_context(|| format!("failed to read `{}`", abs.display()))?;
+    file.read_to_end(&mut bytes).with_context(read_failed)?;
     Ok(Some(bytes))
 }
 
 /// A submodule: git creates its (empty) directory and leaves the content alone.
-fn create_submodule_directory(abs: &Path) -> anyhow::Result<Stat> {
-    match std::fs::create_dir(abs) {
-        Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => {
-            Err(err).with_context(|| format!("failed to create directory `{}`", abs.display()))
-        }
+fn create_submodule_directory(place: &Place) -> anyhow::Result<Stat> {
+    match place.create_dir() {
+        Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => Err(err)
+            .with_context(|| format!("failed to create directory `{}`", place.path().display())),
         _ => Ok(Stat::default()),
     }
 }
@@ -662,23 +648,13 @@ fn create_submodule_directory(abs: &Path) -> anyhow::Result<Stat> {
 /// left empty, empty directories inside a directory the update replaces) is removed, as git
 /// removes it. The guard has proven that nothing but directories is inside; anything else found
 /// here is left and fails the write.
-fn remove_empty_directory(abs: &Path) -> anyhow::Result<()> {
-    match std::fs::symlink_metadata(abs) {
-        Ok(m) if m.is_dir() => remove_empty_tree(abs)
-            .with_context(|| format!("failed to remove the empty directory `{}`", abs.display())),
-        _ => Ok(()),
-    }
-}
-
-fn remove_empty_tree(dir: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            remove_empty_tree(&entry.path())?;
-        }
-    }
-    // Fails with "directory not empty" if anything but directories was inside.
-    std::fs::remove_dir(dir)
+fn remove_empty_directory(place: &Place) -> anyhow::Result<()> {
+    place.remove_empty_tree().with_context(|| {
+        format!(
+            "failed to remove the empty directory `{}`",
+            place.path().display()
+        )
+    })
 }
 
 fn smudge(
@@ -713,13 +689,23 @@ fn smudge(
     )
 }
 
-/// `dir/.name.pullstart-<pid>.tmp`: recognisable, so a run killed mid-write leaves a name that
-/// says whose it is (`recover` removes it). The name's bytes are kept as they are.
-pub fn temporary_sibling(abs: &Path, pid: u32) -> PathBuf {
-    let mut name = OsString::from(".");
-    name.push(abs.file_name().unwrap_or_default());
-    name.push(format!(".pullstart-{pid}.tmp"));
-    abs.with_file_name(name)
+/// `.name.pullstart-<pid>.tmp`, the name beside `name` where its new content is written:
+/// recognisable, so a run killed mid-write leaves a name that says whose it is (`recover`
+/// removes it). The name's bytes are kept as they are.
+pub fn temporary_name(name: &OsStr, pid: u32) -> OsString {
+    let mut temporary = OsString::from(".");
+    temporary.push(name);
+    temporary.push(format!(".pullstart-{pid}.tmp"));
+    temporary
+}
+
+/// The name whose temporary file `temporary` is (see [`temporary_name`]), whichever run's.
+pub fn temporary_owner(temporary: &[u8]) -> Option<&[u8]> {
+    let rest = temporary.strip_prefix(b".")?.strip_suffix(b".tmp")?;
+    let marker = rest.windows(11).rposition(|w| w == b".pullstart-")?;
+    let pid = &rest[marker + 11..];
+    let digits = !pid.is_empty() && pid.iter().all(u8::is_ascii_digit);
+    (digits && marker > 0).then_some(&rest[..marker])
 }
 
 /// Write the index through the lock taken before the guard ran, then rename it into place.
@@ -821,6 +807,7 @@ fn move_branch(checkout: &Checkout, plan: &Plan, message: &str) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     /// An index of `count` entries, with stat data, sorted as git sorts them.
     fn index_with_entries(path: &Path, count: usize) -> gix::index::File {
@@ -852,12 +839,18 @@ mod tests {
     /// The temporary name keeps the file name's bytes, so that recovery (which builds it from
     /// the journal's paths) finds the same file for a name that is not UTF-8.
     #[test]
-    fn temporary_sibling_keeps_the_name_bytes() {
-        let abs = Path::new(OsStr::from_bytes(b"/w/d\xff/f\xfe"));
+    fn the_temporary_name_keeps_the_name_bytes() {
+        let temporary = temporary_name(OsStr::from_bytes(b"f\xfe"), 42);
+        assert_eq!(temporary.as_bytes(), b".f\xfe.pullstart-42.tmp");
+        assert_eq!(temporary_owner(temporary.as_bytes()), Some(&b"f\xfe"[..]));
         assert_eq!(
-            temporary_sibling(abs, 42).as_os_str().as_bytes(),
-            b"/w/d\xff/.f\xfe.pullstart-42.tmp"
+            temporary_owner(b".a.pullstart-1.tmp.pullstart-77.tmp"),
+            Some(&b"a.pullstart-1.tmp"[..])
         );
+        assert_eq!(temporary_owner(b".a.pullstart-.tmp"), None);
+        assert_eq!(temporary_owner(b".a.pullstart-1x.tmp"), None);
+        assert_eq!(temporary_owner(b"a.pullstart-1.tmp"), None);
+        assert_eq!(temporary_owner(b"..pullstart-1.tmp"), None);
     }
 
     #[test]

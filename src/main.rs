@@ -4,6 +4,7 @@
 //! settings -> lock -> fetch -> plan -> guard -> apply -> restart -> record -> report.
 
 mod apply;
+mod beneath;
 mod build_context;
 mod checkout;
 mod child;

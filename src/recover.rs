@@ -5,15 +5,16 @@
 //! neither is local work and is never overwritten (exit 4, naming it). Lock files the killed run
 //! left behind are removed; a lock that a live git may hold is not.
 
-use std::ffi::OsStr;
+use std::collections::{BTreeMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Context;
-use gix::bstr::ByteSlice;
+use gix::bstr::{BString, ByteSlice};
 use gix::ObjectId;
 
+use crate::beneath::{self, Worktree};
 use crate::checkout::{self, Checkout};
 use crate::exit::{self, fail, ExitCode, Failure};
 use crate::journal::{self, Journal, Phase};
@@ -125,7 +126,7 @@ fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
         checkout::tree_of(repo, journal.old)?,
         checkout::tree_of(repo, Some(journal.new))?,
     )?;
-    remove_temporary_files(&checkout.workdir, &changes, journal.pid);
+    remove_temporary_files(&checkout.workdir, &changes);
     // As in a run: the index is locked before it is read and checked, so that no git command
     // changes it between the check and the write.
     let index_lock = run::lock_index(repo)?;
@@ -191,14 +192,47 @@ fn remove_own_index_lock(checkout: &Checkout, journal: &Journal) -> anyhow::Resu
     Ok(())
 }
 
-/// Temporary files a killed run left beside the paths it was writing
-/// (`.NAME.pullstart-PID.tmp`, see `apply`).
-fn remove_temporary_files(workdir: &Path, changes: &[plan::Change], pid: u32) {
+/// Temporary files that killed or failed runs left beside the paths they were writing
+/// (`.NAME.pullstart-PID.tmp`, see `apply`): those of the journal's run, and of any earlier run
+/// that failed to remove its own (while a directory was swapped for a symlink, say).
+fn remove_temporary_files(workdir: &Path, changes: &[plan::Change]) {
+    // Through directory descriptors, as `apply` writes them: never through a swapped symlink.
+    let Ok(mut tree) = Worktree::open(workdir) else {
+        return;
+    };
+    let mut by_directory: BTreeMap<&[u8], HashSet<&[u8]>> = BTreeMap::new();
     for change in changes {
-        let abs = workdir.join(OsStr::from_bytes(change.path.as_slice()));
-        let tmp = apply::temporary_sibling(&abs, pid);
-        if std::fs::symlink_metadata(&tmp).is_ok_and(|m| !m.is_dir()) {
-            let _ = std::fs::remove_file(&tmp);
+        let path = change.path.as_slice();
+        let (dir, name) = match path.iter().rposition(|b| *b == b'/') {
+            Some(slash) => (&path[..slash], &path[slash + 1..]),
+            None => (&b""[..], path),
+        };
+        by_directory.entry(dir).or_default().insert(name);
+    }
+    for (dir, names) in by_directory {
+        let Some(&any) = names.iter().next() else {
+            continue;
+        };
+        let path: BString = if dir.is_empty() {
+            any.into()
+        } else {
+            [dir, any].join(&b'/').into()
+        };
+        let Ok(Some(place)) = tree.place(path.as_bstr(), None) else {
+            continue;
+        };
+        for found in place.names_beside().unwrap_or_default() {
+            let ours = apply::temporary_owner(found.as_bytes()).is_some_and(|n| names.contains(n));
+            if !ours {
+                continue;
+            }
+            let tmp = place.sibling(found);
+            if tmp
+                .stat()
+                .is_ok_and(|stat| stat.is_some_and(|s| !beneath::is_directory(&s)))
+            {
+                let _ = tmp.remove_file();
+            }
         }
     }
 }

@@ -313,6 +313,29 @@ fn crash_after_first_remove() {
     crash_then_converge("remove-file:1", true, 1..=1);
 }
 
+/// Runs that failed while a directory was swapped away could not remove their temporary files;
+/// the next recovery removes every run's, not only the journal's, and nothing else.
+#[test]
+fn recovery_removes_temporary_files_of_earlier_runs_too() {
+    let t = rich_fixture();
+    let tip = rich_update(&t);
+    crash_at(&t, "remove-file");
+    fs::write(t.co("lib/.a.txt.pullstart-1.tmp"), "an earlier run's\n").unwrap();
+    fs::write(t.co("many/.f03.txt.pullstart-77.tmp"), "an earlier run's\n").unwrap();
+    // Not a temporary file of a path the update writes: left alone.
+    fs::write(t.co("lib/.b.txt.pullstart-1.tmp"), "someone's\n").unwrap();
+    fs::write(t.co("lib/.a.txt.pullstart-x.tmp"), "someone's\n").unwrap();
+    let out = t.run(&["run"]);
+    out.code(0);
+    assert_eq!(t.head(), tip);
+    let mut left = worktree_temp_files(&t);
+    left.sort();
+    assert_eq!(
+        left,
+        ["lib/.a.txt.pullstart-x.tmp", "lib/.b.txt.pullstart-1.tmp"]
+    );
+}
+
 #[test]
 fn crash_after_first_write() {
     crash_then_converge("write-file:1", true, 1..=1);

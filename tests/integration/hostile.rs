@@ -517,3 +517,116 @@ fn a_fifo_at_a_path_the_update_changes_refuses_without_blocking() {
         assert!(line.contains(path), "{path}: {line}");
     }
 }
+
+/// Swaps two names in the checkout back and forth with `renameat2(RENAME_EXCHANGE)` until
+/// dropped, as a process in the app's container could: the directory `data` and a symlink to
+/// a directory outside the worktree change places millions of times while pullstart runs.
+struct Swapper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Swapper {
+    fn start(a: &std::path::Path, b: &std::path::Path) -> Swapper {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let (a, b) = (c(a), c(b));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let done = unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        b.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                // Fails while pullstart has removed one of the names; an attacker retries.
+                if done == 0 {
+                    swaps += 1;
+                }
+            }
+            swaps
+        });
+        Swapper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop swapping; returns how many swaps were made.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+#[test]
+fn a_directory_swapped_with_a_symlink_to_outside_while_pullstart_writes_gets_nothing_outside() {
+    const FILES: usize = 40;
+    const PUSHES: usize = 20;
+    let t = Fixture::new();
+    let outside = t.root.join("outside");
+    fs::create_dir(&outside).unwrap();
+    // Files with the names the pushes write and delete: a write or a removal through the
+    // symlink would change them.
+    for i in 0..FILES {
+        fs::write(outside.join(format!("f{i}.txt")), "host file\n").unwrap();
+    }
+    let host_files = Snapshot::of(&outside);
+    for i in 0..FILES {
+        t.dev_write(&format!("data/f{i}.txt"), "first\n");
+    }
+    t.dev_commit("data");
+    t.push();
+    t.run(&["run"]).code(0);
+    let swap = t.co("swap");
+    std::os::unix::fs::symlink(&outside, &swap).unwrap();
+
+    let swapper = Swapper::start(&t.co("data"), &swap);
+    let mut codes = Vec::new();
+    for push in 0..PUSHES {
+        // Every other push deletes half the files and brings them back changed.
+        for i in 0..FILES {
+            if push % 2 == 1 && i % 2 == 0 {
+                t.dev_remove(&format!("data/f{i}.txt"));
+            } else {
+                t.dev_write(&format!("data/f{i}.txt"), format!("push {push}\n"));
+            }
+        }
+        t.dev_commit(&format!("push {push}"));
+        t.push();
+        let out = t.run(&["run"]);
+        if !matches!(out.code, Some(0 | 4)) {
+            eprintln!("exit {:?}: {}", out.code, out.stderr);
+        }
+        codes.push(out.code);
+        host_files.assert_same(
+            &Snapshot::of(&outside),
+            "a file outside the worktree, reached through the swapped symlink",
+        );
+    }
+    let swaps = swapper.stop();
+    eprintln!("{swaps} swaps; exit codes while racing: {codes:?}");
+    assert!(swaps > 1000, "the swapper made only {swaps} swaps");
+    // Put the directory back where it belongs and let pullstart finish what the race stopped.
+    if fs::symlink_metadata(t.co("data")).unwrap().is_symlink() {
+        fs::rename(t.co("data"), t.root.join("link")).unwrap();
+        fs::rename(&swap, t.co("data")).unwrap();
+        fs::rename(t.root.join("link"), &swap).unwrap();
+    }
+    fs::remove_file(&swap).unwrap();
+    let last = t.run(&["run"]);
+    assert!(
+        last.code == Some(0),
+        "after the race the next run finishes the update: exit {:?}, {} (codes while racing: {codes:?})",
+        last.code,
+        last.stderr
+    );
+    assert_git_clean(&t, &Clean::strict());
+    host_files.assert_same(&Snapshot::of(&outside), "outside the worktree");
+}
