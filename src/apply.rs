@@ -575,17 +575,22 @@ fn own_pid() -> u32 {
 }
 
 /// Rename the temporary file over `place`, so that readers see the old file or the new one,
-/// never a half-written one. An empty directory in the way is removed first, as git removes it.
+/// never a half-written one. An empty directory in the way is removed first, as git removes it;
+/// it is looked for only when the rename meets a directory (EISDIR), so that the usual case is
+/// one system call.
 fn move_into_place(place: &Place, tmp: OsString) -> anyhow::Result<()> {
-    let moved = remove_empty_directory(place).and_then(|()| {
-        place.rename_from(&tmp).with_context(|| {
-            format!(
-                "failed to rename `{}` to `{}`",
-                place.sibling(tmp.clone()).path().display(),
-                place.path().display()
-            )
-        })
-    });
+    let failed = || {
+        format!(
+            "failed to rename `{}` to `{}`",
+            place.sibling(tmp.clone()).path().display(),
+            place.path().display()
+        )
+    };
+    let moved = match place.rename_from(&tmp) {
+        Err(err) if err.kind() == std::io::ErrorKind::IsADirectory => remove_empty_directory(place)
+            .and_then(|()| place.rename_from(&tmp).with_context(failed)),
+        renamed => renamed.with_context(failed),
+    };
     if moved.is_err() {
         let _ = place.sibling(tmp).remove_file();
     }
