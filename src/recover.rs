@@ -119,6 +119,21 @@ pub fn supersede(checkout: &Checkout, unfinished: Unfinished, tip: ObjectId) -> 
     })
 }
 
+/// The error of an update that could not be finished, when the fetch that might have brought a
+/// newer tip to replace it failed too: the fetch's failure is a warning.
+pub fn unfinished_despite_fetch(
+    unfinished: Unfinished,
+    fetch_error: &anyhow::Error,
+) -> anyhow::Error {
+    eprintln!(
+        "pullstart: warning: the fetch failed too: {}",
+        crate::report::escape_controls(&crate::redact::redact(&crate::report::headline(
+            fetch_error
+        )))
+    );
+    unfinished.error
+}
+
 fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
     let repo = &checkout.repo;
     let changes = plan::changes(

@@ -133,7 +133,7 @@ fn print_text(outcome: &Outcome, result: &anyhow::Result<()>, style: Style) {
 
 /// The one line an error shows: the outermost message that is not generic context, i.e. the
 /// first [`exit::Failure`] in the chain, else the top of the chain.
-fn headline(err: &anyhow::Error) -> String {
+pub fn headline(err: &anyhow::Error) -> String {
     exit::failure_of(err)
         .map(|f| f.message.clone())
         .unwrap_or_else(|| {

@@ -90,7 +90,7 @@ fn pipeline(
     checkout: &mut Checkout,
     tracking: &gix::refs::FullName,
     outcome: &mut Outcome,
-    unfinished: Option<recover::Unfinished>,
+    mut unfinished: Option<recover::Unfinished>,
 ) -> anyhow::Result<()> {
     let deployed = deployed_or_head(settings, checkout)?;
     // Output shows the ref as it stands: `check` only assumes HEAD where the ref is missing.
@@ -114,7 +114,16 @@ fn pipeline(
             ssh_key: settings.ssh_key.clone(),
             token_file: settings.token_file.clone(),
         },
-    )?;
+    );
+    let fetched = match (fetched, unfinished) {
+        (Ok(fetched), unfinished_still) => {
+            unfinished = unfinished_still;
+            fetched
+        }
+        (Err(err), None) => return Err(err),
+        // The checkout being mid-update is what monitoring must see (exit 11), not the fetch.
+        (Err(err), Some(stuck)) => return Err(recover::unfinished_despite_fetch(stuck, &err)),
+    };
     step(
         settings,
         format_args!(

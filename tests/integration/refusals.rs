@@ -413,6 +413,32 @@ fn a_newer_remote_commit_that_still_needs_the_file_fails_again_with_exit_11() {
     assert_git_clean(&t, &Clean::strict());
 }
 
+/// Monitoring must see that the checkout is mid-update even when the remote cannot be reached:
+/// exit 11, not the fetch's 3, with the fetch's failure as a warning.
+#[test]
+fn an_update_that_cannot_be_finished_stays_exit_11_when_the_fetch_fails_too() {
+    let Some((t, immutable, old)) = stopped_part_way() else {
+        return;
+    };
+    let away = t.root.join("remote-away");
+    std::fs::rename(&t.remote, &away).unwrap();
+    let out = t.run(&["run"]);
+    out.code(11);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with("pullstart: warning: the fetch failed too: failed to fetch"),
+        "{}",
+        out.stderr
+    );
+    assert!(lines[1].contains("mid-update"), "{}", out.stderr);
+    assert_eq!(t.head(), old);
+    std::fs::rename(&away, &t.remote).unwrap();
+    drop(immutable);
+    t.run(&["run"]).code(0);
+    assert_git_clean(&t, &Clean::strict());
+}
+
 // ----- what the pushed content and the filters fail on: refused before anything is touched -----
 
 #[test]
