@@ -34,6 +34,7 @@ mod run;
 mod select;
 mod settings;
 mod status;
+mod submodule;
 mod verify;
 mod watch;
 mod watchdog;
