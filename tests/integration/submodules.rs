@@ -309,3 +309,36 @@ fn an_uninitialised_submodule_is_left_alone_with_a_warning() {
     assert_eq!(fs::read_dir(s.co_sub()).unwrap().count(), 0);
     assert_git_clean(t, &Clean::strict());
 }
+
+#[test]
+fn a_run_killed_while_it_moved_the_submodule_is_finished_by_the_next_run() {
+    use std::os::unix::process::ExitStatusExt;
+    let s = WithSubmodule::new();
+    let t = &s.t;
+    let (commit, tip) = s.push_submodule_change(&[("x.py", "x = 2\n"), ("y.py", "y = 1\n")]);
+    // The first write is the project's gitlink; the second is the submodule's first file.
+    let out = t
+        .pullstart()
+        .args(t.full_args(&["run", "--submodules", "update"]))
+        .env("PULLSTART_FAILPOINT", "write-file:2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(t.head(), tip, "the project moved before the submodule");
+    assert!(t.git_dir().join("modules/lib/sub/pullstart-journal").exists());
+    assert!(t.action_calls().is_empty());
+
+    t.run(&["run", "--submodules", "update"]).code(0);
+    assert_eq!(s.sub_head(), commit);
+    assert_eq!(t.co_read("lib/sub/y.py"), "y = 1\n");
+    assert!(!t.git_dir().join("modules/lib/sub/pullstart-journal").exists());
+    // The killed run never restarted; this one does, and records the deployment.
+    assert_eq!(t.restart_calls(), vec![RESTART_DEFAULT.to_string()]);
+    assert_eq!(t.deployed(), Some(tip));
+    s.assert_all_clean();
+}
