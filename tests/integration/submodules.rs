@@ -303,7 +303,7 @@ fn an_uninitialised_submodule_is_left_alone_with_a_warning() {
     let out = t.run(&["run", "--submodules", "update"]);
     out.code(0).stderr_contains(
         "warning: submodule `lib/sub` is not initialised, so only its gitlink moves; \
-         run `git submodule update --init lib/sub` once",
+         run `git submodule update --init --recursive` once",
     );
     assert_eq!(t.head(), tip);
     assert_eq!(fs::read_dir(s.co_sub()).unwrap().count(), 0);
@@ -341,4 +341,66 @@ fn a_run_killed_while_it_moved_the_submodule_is_finished_by_the_next_run() {
     assert_eq!(t.restart_calls(), vec![RESTART_DEFAULT.to_string()]);
     assert_eq!(t.deployed(), Some(tip));
     s.assert_all_clean();
+}
+
+#[test]
+fn a_nested_submodule_follows_its_parent() {
+    let s = WithSubmodule::new();
+    let t = &s.t;
+    // inner.git becomes submodule `vendor/inner` of the submodule, initialised everywhere.
+    let inner_dev = t.root.join("innerdev");
+    t.git(&t.root, &["init", "-q", "--bare", "inner.git"]);
+    t.git(&t.root, &["clone", "-q", "inner.git", "innerdev"]);
+    write_file(&inner_dev, "i.txt", "i1\n");
+    t.git(&inner_dev, &["add", "-A"]);
+    t.git(&inner_dev, &["commit", "-q", "-m", "inner initial"]);
+    t.git(&inner_dev, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let mut add = ALLOW_FILE.to_vec();
+    add.extend(["submodule", "add", "-q", "../inner.git", "vendor/inner"]);
+    t.git(&s.sub_dev, &add);
+    t.git(&s.sub_dev, &["commit", "-q", "-m", "add inner"]);
+    t.git(&s.sub_dev, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let with_inner = t.rev_parse(&s.sub_dev, "HEAD");
+    s.push_gitlink(&with_inner);
+    t.git(&t.checkout, &["pull", "-q"]);
+    let mut init = ALLOW_FILE.to_vec();
+    init.extend(["submodule", "update", "--init", "--recursive", "-q"]);
+    t.git(&t.checkout, &init);
+    t.run(&["run"]).code(0);
+    t.clear_compose_log();
+
+    // A change in the inner repository, recorded by the submodule, recorded by the project.
+    write_file(&inner_dev, "i.txt", "i2\n");
+    t.git(&inner_dev, &["commit", "-q", "-am", "inner change"]);
+    t.git(&inner_dev, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let inner_commit = t.rev_parse(&inner_dev, "HEAD");
+    let sub_inner = s.sub_dev.join("vendor/inner");
+    t.git(&sub_inner, &["fetch", "-q", "origin"]);
+    t.git(&sub_inner, &["checkout", "-q", &inner_commit]);
+    t.git(&s.sub_dev, &["commit", "-q", "-am", "move inner"]);
+    t.git(&s.sub_dev, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let sub_commit = t.rev_parse(&s.sub_dev, "HEAD");
+    let tip = s.push_gitlink(&sub_commit);
+
+    let cfg = t.config_file(
+        "submodules: update\n\
+         services:\n  \
+           inner:\n    paths: [\"lib/sub/vendor/inner/**\"]\n  \
+           web:\n    paths: [\"app/**\"]\n",
+    );
+    t.run_mapped(&["run", "--config", path_str(&cfg)]).code(0);
+    assert_eq!(t.head(), tip);
+    assert_eq!(s.sub_head(), sub_commit);
+    let co_inner = t.co("lib/sub/vendor/inner");
+    assert_eq!(t.rev_parse(&co_inner, "HEAD"), inner_commit);
+    assert_eq!(t.co_read("lib/sub/vendor/inner/i.txt"), "i2\n");
+    assert_eq!(t.action_calls(), vec!["restart inner".to_string()]);
+    s.assert_all_clean();
+    let recursive = t.git(&t.checkout, &["submodule", "status", "--recursive"]);
+    assert!(
+        recursive.lines().all(|line| line.starts_with(' ')),
+        "{recursive}"
+    );
+    assert_eq!(t.git(&co_inner, &["status", "--porcelain"]), "");
+    t.git(&co_inner, &["fsck", "--no-progress"]);
 }
