@@ -246,12 +246,8 @@ fn fetch_wanted(
         return Err(failed("interrupted", RETRY).into());
     }
     let result = match url.scheme {
-        Scheme::Git => connect_git(&found, timeout).and_then(|transport| {
-            receive(
-                found.to_connection_with_transport(transport),
-                want,
-            )
-        }),
+        Scheme::Git => connect_git(&found, timeout)
+            .and_then(|transport| receive(found.to_connection_with_transport(transport), want)),
         Scheme::File => {
             // git resolves a relative path against the worktree (or the git dir of a bare
             // repository), gix against the process's current directory, which under cron is
@@ -292,12 +288,9 @@ fn fetch_wanted(
         }
         Scheme::Ssh => {
             let command = ssh::Command::prepare(repo, options.ssh_key.as_deref(), timeout)?;
-            let result = command.connect(&found).and_then(|transport| {
-                receive(
-                    found.to_connection_with_transport(transport),
-                    want,
-                )
-            });
+            let result = command
+                .connect(&found)
+                .and_then(|transport| receive(found.to_connection_with_transport(transport), want));
             if let Err(err) = &result {
                 let report = command.stderr_report();
                 if !gix::interrupt::is_triggered() {

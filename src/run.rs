@@ -165,7 +165,8 @@ fn pipeline(
     let submodules = submodule::prepare(settings, checkout, &plan)?;
     if !submodules.changed_paths.is_empty() {
         // Files inside submodules concern services like any other path.
-        plan.changed_paths.extend(submodules.changed_paths.iter().cloned());
+        plan.changed_paths
+            .extend(submodules.changed_paths.iter().cloned());
         plan.changed_paths.sort();
         plan.changed_paths.dedup();
         plan.services = select_services(settings, checkout, &plan.changed_paths)?;

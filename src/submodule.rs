@@ -88,11 +88,15 @@ pub fn prepare(settings: &Settings, checkout: &Checkout, plan: &Plan) -> anyhow:
                     checkout::tree_of(&sub.repo, Some(deployed))?,
                     checkout::tree_of(&sub.repo, Some(gitlink.commit))?,
                 )?;
-                prepared.changed_paths.extend(inside(&gitlink.path, &changes));
+                prepared
+                    .changed_paths
+                    .extend(inside(&gitlink.path, &changes));
             }
         }
         if let Some(plan) = planned {
-            prepared.changed_paths.extend(inside(&gitlink.path, &plan.changes));
+            prepared
+                .changed_paths
+                .extend(inside(&gitlink.path, &plan.changes));
             prepared.pending.push(Pending {
                 path: gitlink.path,
                 checkout: sub,
@@ -140,8 +144,13 @@ fn gitlinks(repo: &gix::Repository, tree: ObjectId) -> anyhow::Result<Vec<Gitlin
         .find_blob(entry.object_id())
         .context("failed to read `.gitmodules`")?;
     let no_overrides = gix::config::File::new(gix::config::file::Metadata::api());
-    let modules = gix::submodule::File::from_bytes(&blob.data, None, &no_overrides)
-        .map_err(|err| Failure::usage(format!("`.gitmodules` of {} is not valid: {err}; fix it on the remote branch", tree.id)))?;
+    let modules =
+        gix::submodule::File::from_bytes(&blob.data, None, &no_overrides).map_err(|err| {
+            Failure::usage(format!(
+                "`.gitmodules` of {} is not valid: {err}; fix it on the remote branch",
+                tree.id
+            ))
+        })?;
     let mut found = Vec::new();
     for name in modules.names() {
         // A section without a valid path is skipped, as git skips it.
@@ -216,7 +225,10 @@ fn open(checkout: &Checkout, gitlink: &Gitlink, dir: &Path) -> anyhow::Result<Op
     };
     let remote = repo
         .remote_default_name(gix::remote::Direction::Fetch)
-        .map_or_else(|| "origin".to_string(), |name| name.to_str_lossy().into_owned());
+        .map_or_else(
+            || "origin".to_string(),
+            |name| name.to_str_lossy().into_owned(),
+        );
     Ok(Some(Checkout {
         repo,
         workdir: dir.to_path_buf(),

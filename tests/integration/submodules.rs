@@ -62,7 +62,10 @@ impl WithSubmodule {
         }
         t.git(&self.sub_dev, &["add", "-A"]);
         t.git(&self.sub_dev, &["commit", "-q", "-m", "sub change"]);
-        t.git(&self.sub_dev, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+        t.git(
+            &self.sub_dev,
+            &["push", "-q", "origin", "HEAD:refs/heads/main"],
+        );
         t.rev_parse(&self.sub_dev, "HEAD")
     }
 
@@ -99,7 +102,10 @@ impl WithSubmodule {
     fn assert_all_clean(&self) {
         let t = &self.t;
         assert_git_clean(t, &Clean::strict());
-        let status = t.git(&self.co_sub(), &["status", "--porcelain", "--untracked-files=all"]);
+        let status = t.git(
+            &self.co_sub(),
+            &["status", "--porcelain", "--untracked-files=all"],
+        );
         assert_eq!(status, "", "`git status` in the submodule");
         let submodules = t.git(&t.checkout, &["submodule", "status"]);
         assert!(
@@ -115,11 +121,13 @@ impl WithSubmodule {
 fn a_moved_gitlink_brings_the_submodule_to_the_recorded_commit() {
     let s = WithSubmodule::new();
     let t = &s.t;
-    let (commit, tip) =
-        s.push_submodule_change(&[("x.py", "x = 2\n"), ("y.py", "y = 1\n")]);
+    let (commit, tip) = s.push_submodule_change(&[("x.py", "x = 2\n"), ("y.py", "y = 1\n")]);
     t.git(&s.sub_dev, &["rm", "-q", "docs/notes.md"]);
     t.git(&s.sub_dev, &["commit", "-q", "-m", "drop the notes"]);
-    t.git(&s.sub_dev, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    t.git(
+        &s.sub_dev,
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
     let commit2 = t.rev_parse(&s.sub_dev, "HEAD");
     assert_ne!(commit, commit2);
     let tip2 = s.push_gitlink(&commit2);
@@ -131,7 +139,10 @@ fn a_moved_gitlink_brings_the_submodule_to_the_recorded_commit() {
     assert_eq!(s.sub_head(), commit2);
     assert_eq!(t.co_read("lib/sub/x.py"), "x = 2\n");
     assert_eq!(t.co_read("lib/sub/y.py"), "y = 1\n");
-    assert!(!t.co("lib/sub/docs").exists(), "the deleted file's directory is gone");
+    assert!(
+        !t.co("lib/sub/docs").exists(),
+        "the deleted file's directory is gone"
+    );
     // The submodule's HEAD stays detached, as `git submodule update` leaves it.
     let symbolic = t.git_output(&s.co_sub(), &["symbolic-ref", "-q", "HEAD"]);
     assert!(!symbolic.status.success(), "HEAD is detached");
@@ -190,7 +201,10 @@ fn local_changes_inside_the_submodule_refuse_and_nothing_is_touched() {
     assert_eq!(t.co_read("lib/sub/x.py"), "x = 'mine'\n");
     assert!(t.action_calls().is_empty(), "{:?}", t.action_calls());
     assert!(!t.git_dir().join("pullstart-journal").exists());
-    assert!(!t.git_dir().join("modules/lib/sub/pullstart-journal").exists());
+    assert!(!t
+        .git_dir()
+        .join("modules/lib/sub/pullstart-journal")
+        .exists());
 }
 
 #[test]
@@ -201,7 +215,8 @@ fn a_branch_checked_out_in_the_submodule_refuses() {
     t.git(&s.co_sub(), &["checkout", "-q", "-b", "mine"]);
     s.push_submodule_change(&[("x.py", "x = 2\n")]);
     let out = t.run(&["run", "--submodules", "update"]);
-    out.code(4).stderr_contains("submodule `lib/sub` has branch `mine` checked out");
+    out.code(4)
+        .stderr_contains("submodule `lib/sub` has branch `mine` checked out");
     assert_eq!(t.head(), old_head);
 }
 
@@ -234,7 +249,9 @@ fn a_submodule_fetch_failure_exits_3_touching_nothing_and_the_next_run_retries()
     out.code(3);
     let line = out.error_line();
     assert!(
-        line.starts_with(&format!("pullstart: submodule `lib/sub`: failed to fetch `{commit}`")),
+        line.starts_with(&format!(
+            "pullstart: submodule `lib/sub`: failed to fetch `{commit}`"
+        )),
         "{line}"
     );
     assert!(line.ends_with("nothing was touched"), "{line}");
@@ -330,13 +347,19 @@ fn a_run_killed_while_it_moved_the_submodule_is_finished_by_the_next_run() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(t.head(), tip, "the project moved before the submodule");
-    assert!(t.git_dir().join("modules/lib/sub/pullstart-journal").exists());
+    assert!(t
+        .git_dir()
+        .join("modules/lib/sub/pullstart-journal")
+        .exists());
     assert!(t.action_calls().is_empty());
 
     t.run(&["run", "--submodules", "update"]).code(0);
     assert_eq!(s.sub_head(), commit);
     assert_eq!(t.co_read("lib/sub/y.py"), "y = 1\n");
-    assert!(!t.git_dir().join("modules/lib/sub/pullstart-journal").exists());
+    assert!(!t
+        .git_dir()
+        .join("modules/lib/sub/pullstart-journal")
+        .exists());
     // The killed run never restarted; this one does, and records the deployment.
     assert_eq!(t.restart_calls(), vec![RESTART_DEFAULT.to_string()]);
     assert_eq!(t.deployed(), Some(tip));
@@ -354,12 +377,18 @@ fn a_nested_submodule_follows_its_parent() {
     write_file(&inner_dev, "i.txt", "i1\n");
     t.git(&inner_dev, &["add", "-A"]);
     t.git(&inner_dev, &["commit", "-q", "-m", "inner initial"]);
-    t.git(&inner_dev, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    t.git(
+        &inner_dev,
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
     let mut add = ALLOW_FILE.to_vec();
     add.extend(["submodule", "add", "-q", "../inner.git", "vendor/inner"]);
     t.git(&s.sub_dev, &add);
     t.git(&s.sub_dev, &["commit", "-q", "-m", "add inner"]);
-    t.git(&s.sub_dev, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    t.git(
+        &s.sub_dev,
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
     let with_inner = t.rev_parse(&s.sub_dev, "HEAD");
     s.push_gitlink(&with_inner);
     t.git(&t.checkout, &["pull", "-q"]);
@@ -372,13 +401,19 @@ fn a_nested_submodule_follows_its_parent() {
     // A change in the inner repository, recorded by the submodule, recorded by the project.
     write_file(&inner_dev, "i.txt", "i2\n");
     t.git(&inner_dev, &["commit", "-q", "-am", "inner change"]);
-    t.git(&inner_dev, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    t.git(
+        &inner_dev,
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
     let inner_commit = t.rev_parse(&inner_dev, "HEAD");
     let sub_inner = s.sub_dev.join("vendor/inner");
     t.git(&sub_inner, &["fetch", "-q", "origin"]);
     t.git(&sub_inner, &["checkout", "-q", &inner_commit]);
     t.git(&s.sub_dev, &["commit", "-q", "-am", "move inner"]);
-    t.git(&s.sub_dev, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    t.git(
+        &s.sub_dev,
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
     let sub_commit = t.rev_parse(&s.sub_dev, "HEAD");
     let tip = s.push_gitlink(&sub_commit);
 
