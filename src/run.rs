@@ -172,6 +172,7 @@ fn pipeline(
         plan.services = select_services(settings, checkout, &plan.changed_paths)?;
     }
     outcome.changes = plan.changes.clone();
+    outcome.changes.extend(submodules.changes.iter().cloned());
     outcome.changed_paths = plan.changed_paths.clone();
     outcome.services = plan.services.clone();
     if plan.is_up_to_date() && submodules.pending.is_empty() {
@@ -385,6 +386,8 @@ fn roll_back(
     let cause = exit::failure_of(&unhealthy)
         .map_or_else(|| format!("{unhealthy:#}"), |f| f.message.clone());
     let rolled_back = fast_forward(checkout, &back, apply::ROLLBACK)
+        .and_then(|()| submodule::prepare(settings, checkout, &back))
+        .and_then(|submodules| submodule::update(settings, &submodules.pending))
         .and_then(|()| run_commands(settings, checkout, &back.services))
         .and_then(|()| wait_healthy(settings, checkout, &back.services));
     if let Err(err) = rolled_back {

@@ -43,8 +43,11 @@ pub struct Pending {
 pub struct Prepared {
     /// The submodules to move, in path order; nothing moves them before [`update`].
     pub pending: Vec<Pending>,
+    /// What the submodules' updates write, as paths of the checkout (`lib/sub/x.py`), for
+    /// output.
+    pub changes: Vec<plan::Change>,
     /// The paths inside submodules whose content the services see change, as paths of the
-    /// checkout (`lib/sub/x.py`): the submodules' own changes, for service selection.
+    /// checkout: the submodules' own changes, for service selection.
     pub changed_paths: Vec<BString>,
 }
 
@@ -55,58 +58,109 @@ struct Gitlink {
 }
 
 /// With `submodules: update`, find the submodules that are not at the commit `plan.tip` records
-/// for them, fetch what they lack and check them for local changes. Writes nothing but fetched
-/// objects (and finishes a submodule update that a killed run left half done).
+/// for them (and, inside those, their own submodules), fetch what they lack and check them for
+/// local changes. Writes nothing but fetched objects (and, in a run, finishes a submodule update
+/// that a killed run left half done).
 pub fn prepare(settings: &Settings, checkout: &Checkout, plan: &Plan) -> anyhow::Result<Prepared> {
     let mut prepared = Prepared::default();
     if settings.submodules != Submodules::Update {
         return Ok(prepared);
     }
-    let repo = &checkout.repo;
-    let tip_tree = checkout::tree_of(repo, Some(plan.tip))?;
-    let deployed_tree = checkout::tree_of(repo, plan.deployed)?;
-    for gitlink in gitlinks(repo, tip_tree)? {
-        let dir = checkout.workdir.join(as_path(gitlink.path.as_bstr()));
-        let Some(mut sub) = open(checkout, &gitlink, &dir)? else {
-            warn_uninitialised(settings, repo, plan, &gitlink)?;
+    let top = Level {
+        checkout,
+        tip: plan.tip,
+        head: plan.head,
+        deployed: plan.deployed,
+        prefix: BString::default(),
+    };
+    collect(settings, &top, &mut prepared)?;
+    prepared.changed_paths.sort();
+    prepared.changed_paths.dedup();
+    Ok(prepared)
+}
+
+/// A repository whose submodules are looked at: the checkout, or a submodule for its own.
+struct Level<'a> {
+    checkout: &'a Checkout,
+    /// The commit it is about to be at, whose tree records the gitlinks.
+    tip: ObjectId,
+    /// Where it is now.
+    head: Option<ObjectId>,
+    /// The commit the services last acted on (for a submodule: what its parent's deployed
+    /// commit recorded for it, else where it is now).
+    deployed: Option<ObjectId>,
+    /// Its path in the checkout, with a trailing `/`; empty for the checkout itself.
+    prefix: BString,
+}
+
+/// Add the submodules of `level` to `prepared`, each before its own submodules (the order in
+/// which they are moved: a nested submodule's gitlink is written by its parent's update).
+fn collect(settings: &Settings, level: &Level<'_>, prepared: &mut Prepared) -> anyhow::Result<()> {
+    let repo = &level.checkout.repo;
+    let deployed_tree = checkout::tree_of(repo, level.deployed)?;
+    for gitlink in gitlinks(repo, checkout::tree_of(repo, Some(level.tip))?)? {
+        let dir = level.checkout.workdir.join(as_path(gitlink.path.as_bstr()));
+        let shown = joined(&level.prefix, &gitlink.path);
+        let Some(mut sub) = open(level.checkout, shown.as_bstr(), &dir)? else {
+            warn_uninitialised(settings, level, &gitlink, shown.as_bstr())?;
             continue;
         };
         let planned = (|| {
             if settings.command == Command::Run {
                 finish_interrupted(&mut sub, gitlink.commit)?;
             }
-            plan_for(settings, checkout, &gitlink, &mut sub)
+            plan_for(settings, &gitlink, shown.as_bstr(), &mut sub)
         })()
-        .map_err(|err| before_update(err, gitlink.path.as_bstr()))?;
+        .map_err(|err| before_update(err, shown.as_bstr()))?;
         // The services last acted on the deployed commit's submodule: what changed since then
         // counts too (a restart that failed after the submodule moved is retried).
         let deployed = gitlink_at(repo, deployed_tree, gitlink.path.as_bstr())?;
+        let deployed = deployed.filter(|id| sub.repo.has_object(*id)).or(sub.head);
         if let Some(deployed) = deployed.filter(|id| *id != gitlink.commit) {
-            if sub.repo.has_object(deployed) {
-                let changes = plan::changes(
-                    &sub.repo,
-                    checkout::tree_of(&sub.repo, Some(deployed))?,
-                    checkout::tree_of(&sub.repo, Some(gitlink.commit))?,
-                )?;
-                prepared
-                    .changed_paths
-                    .extend(inside(&gitlink.path, &changes));
-            }
+            let changes = plan::changes(
+                &sub.repo,
+                checkout::tree_of(&sub.repo, Some(deployed))?,
+                checkout::tree_of(&sub.repo, Some(gitlink.commit))?,
+            )?;
+            prepared
+                .changed_paths
+                .extend(inside(shown.as_bstr(), &changes));
         }
+        let mut prefix = shown.clone();
+        prefix.push(b'/');
+        let mut nested = Prepared::default();
+        collect(
+            settings,
+            &Level {
+                checkout: &sub,
+                tip: gitlink.commit,
+                head: sub.head,
+                deployed: Some(deployed.unwrap_or(gitlink.commit)),
+                prefix,
+            },
+            &mut nested,
+        )?;
         if let Some(plan) = planned {
             prepared
                 .changed_paths
-                .extend(inside(&gitlink.path, &plan.changes));
+                .extend(inside(shown.as_bstr(), &plan.changes));
+            prepared
+                .changes
+                .extend(plan.changes.iter().map(|c| plan::Change {
+                    path: joined(&shown, &c.path),
+                    ..c.clone()
+                }));
             prepared.pending.push(Pending {
-                path: gitlink.path,
+                path: shown,
                 checkout: sub,
                 plan,
             });
         }
+        prepared.pending.append(&mut nested.pending);
+        prepared.changes.append(&mut nested.changes);
+        prepared.changed_paths.append(&mut nested.changed_paths);
     }
-    prepared.changed_paths.sort();
-    prepared.changed_paths.dedup();
-    Ok(prepared)
+    Ok(())
 }
 
 /// After the checkout's fast-forward: move each prepared submodule, guarded again under its own
@@ -186,11 +240,10 @@ fn gitlink_at(
 /// The submodule's own checkout, or `None` when it was never initialised (no `.git` in its
 /// directory). Its HEAD must be detached, as `git submodule update` leaves it: a branch checked
 /// out there is someone's work, and moving it would be a `git reset`.
-fn open(checkout: &Checkout, gitlink: &Gitlink, dir: &Path) -> anyhow::Result<Option<Checkout>> {
+fn open(checkout: &Checkout, shown: &BStr, dir: &Path) -> anyhow::Result<Option<Checkout>> {
     if std::fs::symlink_metadata(dir.join(".git")).is_err() {
         return Ok(None);
     }
-    let shown = gitlink.path.as_bstr();
     let mut repo = gix::open(dir).map_err(|err| {
         anyhow::Error::new(err).context(Failure::usage(format!(
             "submodule `{shown}` is not a git checkout that pullstart can open; check it with `git -C {shown} status`, or set `submodules: ignore`"
@@ -257,8 +310,8 @@ fn finish_interrupted(sub: &mut Checkout, commit: ObjectId) -> anyhow::Result<()
 /// missing and checked for local changes; `None` when the submodule is there already.
 fn plan_for(
     settings: &Settings,
-    checkout: &Checkout,
     gitlink: &Gitlink,
+    shown: &BStr,
     sub: &mut Checkout,
 ) -> anyhow::Result<Option<Plan>> {
     if sub.head == Some(gitlink.commit) {
@@ -266,7 +319,7 @@ fn plan_for(
     }
     if !sub.repo.has_object(gitlink.commit) {
         let options = FetchOptions {
-            timeout: checkout.deadline.min(run::FETCH_TIMEOUT),
+            timeout: sub.deadline.min(run::FETCH_TIMEOUT),
             ssh_key: settings.ssh_key.clone(),
             token_file: settings.token_file.clone(),
         };
@@ -286,7 +339,7 @@ fn plan_for(
         let blocked: Vec<guard::Blocked> = blocked
             .into_iter()
             .map(|b| guard::Blocked {
-                path: joined(&gitlink.path, &b.path),
+                path: joined(shown, &b.path),
                 ..b
             })
             .collect();
@@ -307,28 +360,30 @@ fn plan_for(
 /// `--init` leaves it; when this update moves its gitlink, a warning says how to start.
 fn warn_uninitialised(
     settings: &Settings,
-    repo: &gix::Repository,
-    plan: &Plan,
+    level: &Level<'_>,
     gitlink: &Gitlink,
+    shown: &BStr,
 ) -> anyhow::Result<()> {
-    let head_tree = checkout::tree_of(repo, plan.head)?;
+    let repo = &level.checkout.repo;
+    let head_tree = checkout::tree_of(repo, level.head)?;
     let moved = gitlink_at(repo, head_tree, gitlink.path.as_bstr())? != Some(gitlink.commit);
     if moved && !settings.quiet {
         eprintln!(
-            "pullstart: warning: submodule `{}` is not initialised, so only its gitlink moves; run `git submodule update --init {}` once to have pullstart update it",
-            gitlink.path, gitlink.path
+            "pullstart: warning: submodule `{shown}` is not initialised, so only its gitlink moves; run `git submodule update --init --recursive` once to have pullstart update it"
         );
     }
     Ok(())
 }
 
-/// An error while preparing a submodule, before anything was written: a message that already
-/// names the submodule (a local-change refusal naming `lib/sub/x.py`) reads as for the checkout
-/// itself; any other is prefixed with the submodule. The exit code is the cause's.
+/// An error while preparing a submodule, before anything was written: a refusal that already
+/// names the submodule (local changes to `lib/sub/x.py`, a branch checked out in `lib/sub`)
+/// reads as for the checkout itself; any other is prefixed with the submodule. The exit code is
+/// the cause's.
 fn before_update(err: anyhow::Error, path: &BStr) -> anyhow::Error {
     const UNTOUCHED: &str = "nothing was touched";
     let message = message_of(&err);
-    if message.contains(path.to_str_lossy().as_ref()) {
+    let names_it = message.contains(&format!(" {path}/")) || message.contains(&format!("`{path}`"));
+    if exit::code_of(&err) == ExitCode::RefusedLocalChanges && names_it {
         return err;
     }
     let message = if message.contains(UNTOUCHED) {
@@ -357,13 +412,17 @@ fn with_message(err: anyhow::Error, message: String) -> anyhow::Error {
     err.context(Failure::new(code, message))
 }
 
-fn inside(prefix: &BString, changes: &[plan::Change]) -> Vec<BString> {
-    changes.iter().map(|c| joined(prefix, &c.path)).collect()
+/// The changed paths of a submodule at `shown`, as paths of the checkout.
+fn inside(shown: &BStr, changes: &[plan::Change]) -> Vec<BString> {
+    changes.iter().map(|c| joined(shown, &c.path)).collect()
 }
 
-fn joined(prefix: &BString, path: &BString) -> BString {
-    let mut joined = prefix.clone();
-    joined.push(b'/');
+/// `path` below `dir` (`dir` empty, or ending in `/` or not).
+fn joined(dir: &[u8], path: &[u8]) -> BString {
+    let mut joined = BString::from(dir);
+    if !joined.is_empty() && !joined.ends_with(b"/") {
+        joined.push(b'/');
+    }
     joined.extend_from_slice(path);
     joined
 }
