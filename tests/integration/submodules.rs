@@ -133,7 +133,19 @@ fn a_moved_gitlink_brings_the_submodule_to_the_recorded_commit() {
     let tip2 = s.push_gitlink(&commit2);
     assert_ne!(tip, tip2);
 
-    t.run(&["run", "--submodules", "update"]).code(0);
+    let old = t.head();
+    let out = t.run(&["run", "--submodules", "update"]);
+    out.code(0).stderr_empty();
+    // Two project commits move the gitlink; the submodule's update writes x.py, y.py and
+    // removes docs/notes.md: the line counts them all.
+    assert_eq!(
+        out.stdout,
+        format!(
+            "updated main {}..{} (4 files); restarted: web worker\n",
+            &old[..7],
+            &tip2[..7]
+        )
+    );
 
     assert_eq!(t.head(), tip2);
     assert_eq!(s.sub_head(), commit2);
@@ -283,7 +295,16 @@ fn a_submodule_behind_its_gitlink_is_updated_by_a_later_run() {
          services:\n  \
            lib:\n    paths: [\"lib/sub/**\"]\n",
     );
-    t.run_mapped(&["run", "--config", path_str(&cfg)]).code(0);
+    let out = t.run_mapped(&["run", "--config", path_str(&cfg)]);
+    out.code(0).stderr_empty();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "updated main {}..{} (1 file); restarted: lib\n",
+            &tip[..7],
+            &tip[..7]
+        )
+    );
     assert_eq!(s.sub_head(), commit);
     assert_eq!(t.head(), tip);
     // What changed on disk inside the submodule concerns its service.
