@@ -100,8 +100,14 @@ impl WithSubmodule {
     /// passing in both.
     #[track_caller]
     fn assert_all_clean(&self) {
+        assert_git_clean(&self.t, &Clean::strict());
+        self.assert_submodule_clean();
+    }
+
+    /// The submodule clean and at its gitlink, `git fsck` passing in both repositories.
+    #[track_caller]
+    fn assert_submodule_clean(&self) {
         let t = &self.t;
-        assert_git_clean(t, &Clean::strict());
         let status = t.git(
             &self.co_sub(),
             &["status", "--porcelain", "--untracked-files=all"],
@@ -459,4 +465,44 @@ fn a_nested_submodule_follows_its_parent() {
     );
     assert_eq!(t.git(&co_inner, &["status", "--porcelain"]), "");
     t.git(&co_inner, &["fsck", "--no-progress"]);
+}
+
+/// One `ps -a --format json` line as Compose v2 prints it (the fields the health wait reads).
+fn compose_row(id: &str, service: &str, state: &str, exit_code: i32) -> String {
+    format!(
+        r#"{{"ExitCode":{exit_code},"Health":"","ID":"{id}","Labels":"com.docker.compose.oneoff=False,com.docker.compose.service={service}","Name":"demo-{service}-1","Service":"{service}","State":"{state}","Status":"irrelevant"}}"#
+    )
+}
+
+#[test]
+fn a_rollback_moves_the_submodule_back_too() {
+    let s = WithSubmodule::new();
+    let t = &s.t;
+    let old_head = t.head();
+    let old_sub = s.sub_head();
+    s.push_submodule_change(&[("x.py", "x = 2\n"), ("y.py", "y = 1\n")]);
+    // compose's view: web exited, so the health check fails (after the rollback too).
+    t.compose_ps(&format!(
+        "{}\n{}\n",
+        compose_row("0badc0de0001", "web", "exited", 3),
+        compose_row("0badc0de0002", "worker", "running", 0),
+    ));
+    let out = t.run(&[
+        "run",
+        "--submodules",
+        "update",
+        "--rollback",
+        "--health-timeout",
+        "2s",
+        "--health-settle",
+        "0",
+    ]);
+    out.code(6);
+    assert_eq!(t.head(), old_head, "{}", out.stderr);
+    assert_eq!(s.sub_head(), old_sub, "the submodule went back with the checkout");
+    assert_eq!(t.co_read("lib/sub/x.py"), "x = 1\n");
+    assert!(!t.co("lib/sub/y.py").exists());
+    // Clean, on the deployed commit (not the remote's tip, which is rejected).
+    assert_eq!(t.git(&t.checkout, &["status", "--porcelain"]), "");
+    s.assert_submodule_clean();
 }
