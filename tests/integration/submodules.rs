@@ -499,7 +499,11 @@ fn a_rollback_moves_the_submodule_back_too() {
     ]);
     out.code(6);
     assert_eq!(t.head(), old_head, "{}", out.stderr);
-    assert_eq!(s.sub_head(), old_sub, "the submodule went back with the checkout");
+    assert_eq!(
+        s.sub_head(),
+        old_sub,
+        "the submodule went back with the checkout"
+    );
     assert_eq!(t.co_read("lib/sub/x.py"), "x = 1\n");
     assert!(!t.co("lib/sub/y.py").exists());
     // Clean, on the deployed commit (not the remote's tip, which is rejected).
