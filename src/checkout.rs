@@ -106,7 +106,7 @@ impl Checkout {
     }
 }
 
-fn install_fallback_committer(repo: &mut gix::Repository) -> anyhow::Result<()> {
+pub(crate) fn install_fallback_committer(repo: &mut gix::Repository) -> anyhow::Result<()> {
     use gix::config::tree::gitoxide::Committer;
     let mut fallback = gix::config::File::new(gix::config::file::Metadata::api());
     fallback

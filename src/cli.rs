@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::exit::ExitCode;
-use crate::settings::{OutputFormat, RebuildPolicy};
+use crate::settings::{OutputFormat, RebuildPolicy, Submodules};
 
 /// Keep a Docker Compose checkout up to date: fetch the followed branch, fast-forward the
 /// checkout safely, and restart the services whose code changed.
@@ -175,6 +175,13 @@ pub struct Options {
     /// command to run [default: rebuild] [config: rebuild_policy]
     #[arg(long, value_name = "POLICY", global = true)]
     pub rebuild_policy: Option<RebuildPolicy>,
+
+    /// What the update does with a submodule whose recorded commit moves: `ignore` moves only the
+    /// gitlink, as `git merge` does; `update` also brings each initialised submodule's checkout to
+    /// that commit, guarded like the checkout (local changes in it refuse, exit 4)
+    /// [default: ignore] [config: submodules]
+    #[arg(long, value_name = "MODE", global = true)]
+    pub submodules: Option<Submodules>,
 
     /// Allow this run to rebuild although the rebuild policy is `stop`: the operator's one-off
     /// permission (a flag only, not a config key)

@@ -122,11 +122,99 @@ pub fn fetch_with(
     branch: &str,
     options: &FetchOptions,
 ) -> anyhow::Result<Fetched> {
-    let timeout = options.timeout;
-    let mut found = find_remote(repo, remote)?;
+    let found = find_remote(repo, remote)?;
     let source = branch_ref(branch)?;
     let tracking_ref = tracking_ref_for(&found, remote, &source)?;
+    let want = Want::Branch {
+        source: &source,
+        tracking_ref: &tracking_ref,
+    };
+    let (tip, url) = fetch_wanted(repo, found, remote, branch, &want, options)?;
+    Ok(Fetched {
+        tip,
+        tracking_ref,
+        url,
+    })
+}
 
+/// Fetch the one commit `commit` of `remote` (a submodule's recorded commit), writing no ref:
+/// the caller points HEAD at it. Same transports, credentials and timeouts as [`fetch_with`];
+/// the server must let a client ask for a commit by id (protocol v2 servers, and GitHub, GitLab,
+/// Gitea and `git upload-pack` do for any commit they have). Returns the url, redacted.
+pub fn fetch_commit(
+    repo: &gix::Repository,
+    remote: &str,
+    commit: gix::ObjectId,
+    options: &FetchOptions,
+) -> anyhow::Result<String> {
+    let found = find_remote(repo, remote)?;
+    let what = commit.to_string();
+    let (tip, url) = fetch_wanted(repo, found, remote, &what, &Want::Commit(commit), options)?;
+    if tip.is_none() || !repo.has_object(commit) {
+        return Err(failure(
+            ExitCode::FetchFailed,
+            format!("failed to fetch `{what}` from `{url}`: the remote does not have that commit; push it there (the next run retries)"),
+        )
+        .into());
+    }
+    Ok(url)
+}
+
+/// What a fetch asks the remote for.
+enum Want<'a> {
+    /// A branch, into its remote-tracking ref (forced).
+    Branch {
+        source: &'a gix::refs::FullName,
+        tracking_ref: &'a gix::refs::FullName,
+    },
+    /// One commit by id, into no ref.
+    Commit(gix::ObjectId),
+}
+
+impl Want<'_> {
+    fn refspec(&self) -> String {
+        match self {
+            Want::Branch {
+                source,
+                tracking_ref,
+            } => format!("+{}:{}", source.as_bstr(), tracking_ref.as_bstr()),
+            Want::Commit(id) => id.to_string(),
+        }
+    }
+
+    /// The remote's id for what is wanted, if the ref map has it.
+    fn find(&self, mapping: &gix::remote::fetch::refmap::Mapping) -> Option<gix::ObjectId> {
+        use gix::remote::fetch::refmap::Source;
+        match (self, &mapping.remote) {
+            (Want::Branch { source, .. }, Source::Ref(r)) if r.unpack().0 == source.as_bstr() => {
+                mapping.remote.as_id().map(ToOwned::to_owned)
+            }
+            (Want::Commit(id), Source::ObjectId(remote)) if remote == id => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// Whether there is nothing to receive and no ref to move.
+    fn already_fetched(&self, repo: &gix::Repository, tip: gix::ObjectId) -> bool {
+        match self {
+            Want::Branch { tracking_ref, .. } => already_fetched(repo, tracking_ref, tip),
+            Want::Commit(_) => repo.has_object(tip),
+        }
+    }
+}
+
+/// The transport part of a fetch: what is wanted (`branch`, for messages) of `found`, within
+/// `options.timeout` where the transport allows. Returns the remote's id for it (`None`: no
+/// such branch) and the url, redacted.
+fn fetch_wanted(
+    repo: &gix::Repository,
+    mut found: gix::Remote<'_>,
+    remote: &str,
+    branch: &str,
+    want: &Want<'_>,
+    options: &FetchOptions,
+) -> anyhow::Result<(Option<gix::ObjectId>, String)> {
+    let timeout = options.timeout;
     let Some(url) = found.url(Direction::Fetch).cloned() else {
         return Err(failure(
             ExitCode::Usage,
@@ -147,7 +235,7 @@ pub fn fetch_with(
         Cause::NeedsFix { cause, remedy } => failed(&cause, &remedy),
     };
 
-    let refspec = format!("+{}:{}", source.as_bstr(), tracking_ref.as_bstr());
+    let refspec = want.refspec();
     found
         .replace_refspecs(Some(refspec.as_str()), Direction::Fetch)
         .map_err(|err| redacted_chain(&err))
@@ -158,13 +246,8 @@ pub fn fetch_with(
         return Err(failed("interrupted", RETRY).into());
     }
     let result = match url.scheme {
-        Scheme::Git => connect_git(&found, timeout).and_then(|transport| {
-            receive(
-                found.to_connection_with_transport(transport),
-                &source,
-                &tracking_ref,
-            )
-        }),
+        Scheme::Git => connect_git(&found, timeout)
+            .and_then(|transport| receive(found.to_connection_with_transport(transport), want)),
         Scheme::File => {
             // git resolves a relative path against the worktree (or the git dir of a bare
             // repository), gix against the process's current directory, which under cron is
@@ -201,17 +284,13 @@ pub fn fetch_with(
             }
             found
                 .connect(Direction::Fetch)
-                .and_then(|connection| receive(connection, &source, &tracking_ref))
+                .and_then(|connection| receive(connection, want))
         }
         Scheme::Ssh => {
             let command = ssh::Command::prepare(repo, options.ssh_key.as_deref(), timeout)?;
-            let result = command.connect(&found).and_then(|transport| {
-                receive(
-                    found.to_connection_with_transport(transport),
-                    &source,
-                    &tracking_ref,
-                )
-            });
+            let result = command
+                .connect(&found)
+                .and_then(|transport| receive(found.to_connection_with_transport(transport), want));
             if let Err(err) = &result {
                 let report = command.stderr_report();
                 if !gix::interrupt::is_triggered() {
@@ -236,7 +315,7 @@ pub fn fetch_with(
                 let mut connection = found.connect(Direction::Fetch)?;
                 connection.set_transport_options(options);
                 connection.set_credentials(credentials.into_authenticate(repo));
-                receive(connection, &source, &tracking_ref)
+                receive(connection, want)
             });
             if let Err(err) = &result {
                 if !gix::interrupt::is_triggered() {
@@ -269,18 +348,13 @@ pub fn fetch_with(
             return Err(redacted_chain(&err).context(failure));
         }
     };
-    Ok(Fetched {
-        tip,
-        tracking_ref,
-        url: shown_url,
-    })
+    Ok((tip, shown_url))
 }
 
 /// Hand-shake, list the branch, and if the remote has it, receive the pack and update the ref.
 fn receive<T: Transport>(
     connection: gix::remote::Connection<'_, '_, '_, T>,
-    source: &gix::refs::FullName,
-    tracking_ref: &gix::refs::FullName,
+    want: &Want<'_>,
 ) -> gix::Result<Option<gix::ObjectId>> {
     let repo = connection.remote().repo();
     let prepare = connection.prepare_fetch(gix::progress::Discard, Default::default())?;
@@ -288,18 +362,13 @@ fn receive<T: Transport>(
         .ref_map()
         .mappings
         .iter()
-        .find_map(|mapping| match &mapping.remote {
-            gix::remote::fetch::refmap::Source::Ref(r) if r.unpack().0 == source.as_bstr() => {
-                Some(mapping.remote.as_id())
-            }
-            _ => None,
-        });
-    let Some(Some(tip)) = tip.map(|id| id.map(ToOwned::to_owned)) else {
+        .find_map(|mapping| want.find(mapping));
+    let Some(tip) = tip else {
         // No such branch (or it is unborn): `receive` would fail with "none of the refspecs
         // matched". Dropping `prepare` ends the conversation politely.
         return Ok(None);
     };
-    if already_fetched(repo, tracking_ref, tip) {
+    if want.already_fetched(repo, tip) {
         // The hot path of a cron run: nothing new. gix's `receive` would negotiate nothing and
         // write no ref, but it still resolves the committer for a reflog entry, which makes
         // jiff scan the whole time-zone database: half of a no-change run's instructions.

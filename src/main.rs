@@ -35,6 +35,7 @@ mod run;
 mod select;
 mod settings;
 mod status;
+mod submodule;
 mod verify;
 mod watch;
 mod watchdog;

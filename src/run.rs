@@ -19,14 +19,15 @@ use crate::settings::{compile_globs, RebuildPolicy};
 use crate::settings::{Command, Deadline, Settings};
 use crate::watchdog::{self, Step};
 use crate::{
-    apply, compose, failpoint, fetch, guard, health, lock, record, recover, restart, verify,
+    apply, compose, failpoint, fetch, guard, health, lock, record, recover, restart, submodule,
+    verify,
 };
 
 /// How long `compose config` may take to describe the project.
 pub(crate) const COMPOSE_CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a fetch may take before it counts as failed (exit 3).
-const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Carry out `settings.command`, recording what happened in `outcome`.
 pub fn execute(settings: &Settings, outcome: &mut Outcome) -> anyhow::Result<()> {
@@ -169,11 +170,21 @@ fn pipeline(
     if let Some(refusal) = plan::refusal(relation, &checkout.branch_name(), &remote_ref) {
         return Err(refusal.into());
     }
-    let plan = make_plan(settings, checkout, tip, deployed)?;
+    let mut plan = make_plan(settings, checkout, tip, deployed)?;
+    let submodules = submodule::prepare(settings, checkout, &plan)?;
+    if !submodules.changed_paths.is_empty() {
+        // Files inside submodules concern services like any other path.
+        plan.changed_paths
+            .extend(submodules.changed_paths.iter().cloned());
+        plan.changed_paths.sort();
+        plan.changed_paths.dedup();
+        plan.services = select_services(settings, checkout, &plan.changed_paths)?;
+    }
     outcome.changes = plan.changes.clone();
+    outcome.changes.extend(submodules.changes.iter().cloned());
     outcome.changed_paths = plan.changed_paths.clone();
     outcome.services = plan.services.clone();
-    if plan.is_up_to_date() {
+    if plan.is_up_to_date() && submodules.pending.is_empty() {
         return Ok(());
     }
     if plan.moves_head() {
@@ -198,7 +209,7 @@ fn pipeline(
             outcome.success = Success::WouldUpdate;
             Ok(())
         }
-        Command::Run => update_and_act(settings, checkout, &plan, outcome),
+        Command::Run => update_and_act(settings, checkout, &plan, &submodules.pending, outcome),
         Command::Status => unreachable!("handled by execute"),
     }
 }
@@ -227,6 +238,7 @@ fn update_and_act(
     settings: &Settings,
     checkout: &Checkout,
     plan: &Plan,
+    submodules: &[submodule::Pending],
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
     if plan.moves_head() {
@@ -241,8 +253,9 @@ fn update_and_act(
         );
     } else {
         watchdog::enter(Step::Acting);
-        outcome.retried_restart = !plan.services.is_nothing();
+        outcome.retried_restart = !plan.services.is_nothing() && submodules.is_empty();
     }
+    submodule::update(settings, submodules)?;
     outcome.to = Some(plan.tip);
     outcome.success = Success::Updated;
     let reselected;
@@ -314,7 +327,7 @@ fn recreates_from_project(settings: &Settings, plan: &Plan) -> bool {
 }
 
 /// Guard, then apply `plan` to the worktree, index and branch, under git's `index.lock`.
-fn fast_forward(checkout: &Checkout, plan: &Plan, message: &str) -> anyhow::Result<()> {
+pub(crate) fn fast_forward(checkout: &Checkout, plan: &Plan, message: &str) -> anyhow::Result<()> {
     let repo = &checkout.repo;
     let git_dir = checkout.git_dir();
     // The journal comes first, so that a run killed at any later point leaves one that says
@@ -382,6 +395,8 @@ fn roll_back(
     let cause = exit::failure_of(&unhealthy)
         .map_or_else(|| format!("{unhealthy:#}"), |f| f.message.clone());
     let rolled_back = fast_forward(checkout, &back, apply::ROLLBACK)
+        .and_then(|()| submodule::prepare(settings, checkout, &back))
+        .and_then(|submodules| submodule::update(settings, &submodules.pending))
         .and_then(|()| run_commands(settings, checkout, &back.services))
         .and_then(|()| wait_healthy(settings, checkout, &back.services));
     if let Err(err) = rolled_back {

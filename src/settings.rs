@@ -65,6 +65,18 @@ pub enum RebuildPolicy {
     Stop,
 }
 
+/// What a run does with the checkout of a submodule whose gitlink the update moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Submodules {
+    /// Move the gitlink only and leave the submodule's checkout alone, as `git merge` does
+    #[default]
+    Ignore,
+    /// Also bring each initialised submodule to its recorded commit, guarded and journaled like
+    /// the checkout itself
+    Update,
+}
+
 /// Shell command lines (run with `sh -c`) from the config file; each one, when set, is not blank.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hooks {
@@ -129,6 +141,8 @@ pub struct Settings {
     pub rebuild_policy: RebuildPolicy,
     /// `--allow-rebuild`: rebuild even though the policy is `stop` (never from the file).
     pub allow_rebuild: bool,
+    /// Whether the update also moves the submodules' checkouts.
+    pub submodules: Submodules,
     /// The time limit for the compose command.
     pub restart_timeout: Duration,
     /// How long to wait for the touched services to be running (and healthy); zero: no wait.
@@ -414,6 +428,7 @@ impl Settings {
                 .or(file.rebuild_policy)
                 .unwrap_or_default(),
             allow_rebuild: flags.allow_rebuild.or(file.allow_rebuild).unwrap_or(false),
+            submodules: flags.submodules.or(file.submodules).unwrap_or_default(),
             restart_timeout: flags
                 .restart_timeout
                 .or(file.restart_timeout)
@@ -516,6 +531,7 @@ struct Layer {
     rebuild_policy: Option<RebuildPolicy>,
     /// Flags only: the operator's one-off permission.
     allow_rebuild: Option<bool>,
+    submodules: Option<Submodules>,
     restart_timeout: Option<Duration>,
     health_timeout: Option<Duration>,
     health_settle: Option<Duration>,
@@ -616,6 +632,7 @@ impl Layer {
             dependency_files: None,
             rebuild_policy: flags.rebuild_policy,
             allow_rebuild: flags.allow_rebuild.then_some(true),
+            submodules: flags.submodules,
             restart_timeout: flags
                 .restart_timeout
                 .map(|text| parse_timeout("restart timeout", &text))
@@ -694,7 +711,7 @@ pub fn output_from_flags(cli: &Cli) -> OutputFormat {
 
 /// The keys a config file may hold, in the order the help lists them. Kept equal to
 /// [`RawConfig`]'s fields by a test.
-pub(crate) const CONFIG_KEYS: [&str; 28] = [
+pub(crate) const CONFIG_KEYS: [&str; 29] = [
     "repo",
     "remote",
     "branch",
@@ -704,6 +721,7 @@ pub(crate) const CONFIG_KEYS: [&str; 28] = [
     "services",
     "restart_timeout",
     "rebuild_policy",
+    "submodules",
     "health_timeout",
     "health_settle",
     "rollback",
@@ -742,6 +760,7 @@ struct RawConfig {
     #[serde(default, deserialize_with = "duration_text")]
     restart_timeout: Option<String>,
     rebuild_policy: Option<RebuildPolicy>,
+    submodules: Option<Submodules>,
     #[serde(default, deserialize_with = "duration_text")]
     health_timeout: Option<String>,
     #[serde(default, deserialize_with = "duration_text")]
@@ -1084,6 +1103,7 @@ impl ConfigFile {
                 .transpose()?,
             rebuild_policy: raw.rebuild_policy,
             allow_rebuild: None,
+            submodules: raw.submodules,
             restart_timeout: raw
                 .restart_timeout
                 .as_deref()
@@ -1384,6 +1404,8 @@ impl ConfigFile {
                     rest = rest.replacen("unknown variant", "unknown format", 1);
                 } else if rest.starts_with("unknown variant") && key == "rebuild_policy" {
                     rest = rest.replacen("unknown variant", "unknown policy", 1);
+                } else if rest.starts_with("unknown variant") && key == "submodules" {
+                    rest = rest.replacen("unknown variant", "unknown value", 1);
                 } else if rest.starts_with("unknown field") {
                     // Inside `hooks` or a service's rule.
                     rest = rest.replacen("unknown field", "unknown key", 1);
@@ -1966,6 +1988,7 @@ mod tests {
                     .collect(),
                 rebuild_policy: RebuildPolicy::Rebuild,
                 allow_rebuild: false,
+                submodules: Submodules::Ignore,
                 restart_timeout: Duration::from_secs(300),
                 health_timeout: Duration::from_secs(60),
                 health_settle: Duration::from_secs(2),
@@ -2601,7 +2624,7 @@ mod tests {
                 "config `{}` line 3 column 1: unknown key `servics` (did you mean `services`?); \
                  expected one of: repo, \
                  remote, branch, compose_command, compose_files, project_name, services, \
-                 restart_timeout, rebuild_policy, health_timeout, health_settle, rollback, \
+                 restart_timeout, rebuild_policy, submodules, health_timeout, health_settle, rollback, \
                  detailed_exitcode, output, quiet, verbose, ignore, dependency_files, hooks, timeout, splay, metrics_file, ssh_key, token_file, verify_signatures, every, listen, webhook_secret_file",
                 file.path.display()
             )
@@ -3032,6 +3055,23 @@ mod tests {
             let message = config(text).error();
             assert!(message.contains(expected), "{text:?}: {message}");
         }
+    }
+
+    #[test]
+    fn submodules_from_flag_and_file() {
+        assert_eq!(resolve(&[]).submodules, Submodules::Ignore);
+        let update = config("submodules: update\n");
+        assert_eq!(update.resolve(&[]).submodules, Submodules::Update);
+        let s = update.resolve(&["--submodules", "ignore"]);
+        assert_eq!(s.submodules, Submodules::Ignore);
+        let message = config("submodules: recursive\n").error();
+        assert!(
+            message.contains(
+                "line 1 column 13: `submodules`: unknown value `recursive`, expected `ignore` \
+                 or `update`"
+            ),
+            "{message}"
+        );
     }
 
     #[test]

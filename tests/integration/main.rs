@@ -31,5 +31,6 @@ mod select;
 mod selection_shapes;
 mod signatures;
 mod soak;
+mod submodules;
 mod transport;
 mod transport_remote;
