@@ -153,10 +153,19 @@ impl Update<'_> {
     ) -> anyhow::Result<()> {
         let repo = &self.checkout.repo;
         edit_index(&mut index, changes);
-        let mut tree = match Worktree::open(&self.checkout.workdir) {
+        let opened = self
+            .checkout
+            .worktree()
+            .map_err(anyhow::Error::new)
+            .and_then(|tree| {
+                tree.ok_or_else(|| {
+                    anyhow::anyhow!("a directory on the way is not a real directory")
+                })
+            });
+        let mut tree = match opened {
             Ok(tree) => tree,
             Err(err) => {
-                let err = anyhow::Error::new(err).context(format!(
+                let err = err.context(format!(
                     "failed to open the worktree `{}`",
                     self.checkout.workdir.display()
                 ));

@@ -71,6 +71,21 @@ impl Worktree {
         })
     }
 
+    /// Open the worktree at `path` below `root` (a submodule's), walking every component of
+    /// `path` without following a symlink; `None` when one is not a real directory.
+    pub fn open_beneath(root: &Path, path: &BStr) -> std::io::Result<Option<Worktree>> {
+        let mut top = Worktree::open(root)?;
+        let components: Vec<&[u8]> = path.split(|b| *b == b'/').collect();
+        if !top.walk(&components, None)? {
+            return Ok(None);
+        }
+        Ok(Some(Worktree {
+            root: top.innermost(),
+            root_path: top.path_of(&components),
+            walked: Vec::new(),
+        }))
+    }
+
     /// Where `path` (relative to the worktree, `/`-separated) is, once its leading directories
     /// are open. `None` when one of them is not a real directory (a symlink or a file), or is
     /// missing and `create` is `None`; with `create`, a missing one is made and its path
@@ -452,6 +467,33 @@ mod tests {
         // A fresh walk meets the symlink and stops.
         let mut fresh = Worktree::open(dir.path()).unwrap();
         assert!(fresh.place("data/h".into(), None).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_submodule_s_worktree_is_not_opened_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("lib/sub")).unwrap();
+        std::fs::create_dir_all(outside.path().join("sub")).unwrap();
+        let mut sub = Worktree::open_beneath(dir.path(), "lib/sub".into())
+            .unwrap()
+            .unwrap();
+        let place = sub.place("f".into(), None).unwrap().unwrap();
+        assert_eq!(place.path(), dir.path().join("lib/sub/f"));
+        std::fs::rename(dir.path().join("lib"), dir.path().join("lib.real")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("lib")).unwrap();
+        assert!(Worktree::open_beneath(dir.path(), "lib/sub".into())
+            .unwrap()
+            .is_none());
+        // One opened before the swap still writes where the directory went.
+        place.create_new_file(0o666).unwrap();
+        assert!(dir.path().join("lib.real/sub/f").is_file());
+        assert_eq!(
+            std::fs::read_dir(outside.path().join("sub"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]

@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gix::bstr::ByteSlice;
+use gix::bstr::{BStr, BString, ByteSlice};
 use gix::refs::FullName;
 use gix::remote::Direction;
 use gix::ObjectId;
 
+use crate::beneath::Worktree;
 use crate::exit::Failure;
 use crate::settings::{Deadline, Settings};
 
@@ -27,6 +28,40 @@ pub struct Checkout {
     /// When this run must be over (`--timeout`, counted from opening the checkout): every step
     /// that waits waits at most what is left.
     pub deadline: Deadline,
+    /// Where writes to the worktree start from (see [`Checkout::worktree`]).
+    pub anchor: Anchor,
+}
+
+/// Where a checkout's worktree is reached for writing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Anchor {
+    /// At `workdir`, the operator's path.
+    Workdir,
+    /// A submodule's: `path` (`/`-separated) below the top checkout's worktree `root`, walked
+    /// without following a symlink, since a process that can write the checkout could swap a
+    /// directory on the way for a symlink to anywhere.
+    Beneath { root: PathBuf, path: BString },
+}
+
+impl Anchor {
+    /// The anchor of a submodule at `path` in the checkout anchored at `self` with `workdir`.
+    pub fn submodule(&self, workdir: &Path, path: &BStr) -> Anchor {
+        match self {
+            Anchor::Workdir => Anchor::Beneath {
+                root: workdir.to_path_buf(),
+                path: path.to_owned(),
+            },
+            Anchor::Beneath { root, path: above } => {
+                let mut joined = above.clone();
+                joined.push(b'/');
+                joined.extend_from_slice(path);
+                Anchor::Beneath {
+                    root: root.clone(),
+                    path: joined,
+                }
+            }
+        }
+    }
 }
 
 impl Checkout {
@@ -83,10 +118,20 @@ pub fn open(settings: &Settings) -> anyhow::Result<Checkout> {
         remote,
         remote_branch,
         deadline: Deadline::after(settings.timeout),
+        anchor: Anchor::Workdir,
     })
 }
 
 impl Checkout {
+    /// The worktree, opened for the writes of an update (see `beneath`). `None` when a
+    /// submodule's directory is not reached from the top worktree through real directories.
+    pub fn worktree(&self) -> std::io::Result<Option<Worktree>> {
+        match &self.anchor {
+            Anchor::Workdir => Worktree::open(&self.workdir).map(Some),
+            Anchor::Beneath { root, path } => Worktree::open_beneath(root, path.as_bstr()),
+        }
+    }
+
     /// Open the repository again, dropping the old handle and with it its object store's
     /// memory maps. The fetch (completing a thin pack) and the plan (diffing trees) read objects
     /// all over the old packs, and each read maps the 64 KiB around it: in the benchmark's

@@ -14,7 +14,7 @@ use anyhow::Context;
 use gix::bstr::{BString, ByteSlice};
 use gix::ObjectId;
 
-use crate::beneath::{self, Worktree};
+use crate::beneath;
 use crate::checkout::{self, Checkout};
 use crate::exit::{self, fail, ExitCode, Failure};
 use crate::journal::{self, Journal, Phase};
@@ -141,7 +141,7 @@ fn finish(checkout: &Checkout, journal: &Journal) -> anyhow::Result<()> {
         checkout::tree_of(repo, journal.old)?,
         checkout::tree_of(repo, Some(journal.new))?,
     )?;
-    remove_temporary_files(&checkout.workdir, &changes);
+    remove_temporary_files(checkout, &changes);
     // As in a run: the index is locked before it is read and checked, so that no git command
     // changes it between the check and the write.
     let index_lock = run::lock_index(repo)?;
@@ -210,9 +210,9 @@ fn remove_own_index_lock(checkout: &Checkout, journal: &Journal) -> anyhow::Resu
 /// Temporary files that killed or failed runs left beside the paths they were writing
 /// (`.NAME.pullstart-PID.tmp`, see `apply`): those of the journal's run, and of any earlier run
 /// that failed to remove its own (while a directory was swapped for a symlink, say).
-fn remove_temporary_files(workdir: &Path, changes: &[plan::Change]) {
+fn remove_temporary_files(checkout: &Checkout, changes: &[plan::Change]) {
     // Through directory descriptors, as `apply` writes them: never through a swapped symlink.
-    let Ok(mut tree) = Worktree::open(workdir) else {
+    let Ok(Some(mut tree)) = checkout.worktree() else {
         return;
     };
     let mut by_directory: BTreeMap<&[u8], HashSet<&[u8]>> = BTreeMap::new();

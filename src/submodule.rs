@@ -101,7 +101,13 @@ fn collect(settings: &Settings, level: &Level<'_>, prepared: &mut Prepared) -> a
     for gitlink in gitlinks(repo, checkout::tree_of(repo, Some(level.tip))?)? {
         let dir = level.checkout.workdir.join(as_path(gitlink.path.as_bstr()));
         let shown = joined(&level.prefix, &gitlink.path);
-        let Some(mut sub) = open(level.checkout, shown.as_bstr(), &dir)? else {
+        let Some(mut sub) = open(
+            level.checkout,
+            gitlink.path.as_bstr(),
+            shown.as_bstr(),
+            &dir,
+        )?
+        else {
             warn_uninitialised(settings, level, &gitlink, shown.as_bstr())?;
             continue;
         };
@@ -240,7 +246,12 @@ fn gitlink_at(
 /// The submodule's own checkout, or `None` when it was never initialised (no `.git` in its
 /// directory). Its HEAD must be detached, as `git submodule update` leaves it: a branch checked
 /// out there is someone's work, and moving it would be a `git reset`.
-fn open(checkout: &Checkout, shown: &BStr, dir: &Path) -> anyhow::Result<Option<Checkout>> {
+fn open(
+    checkout: &Checkout,
+    path: &BStr,
+    shown: &BStr,
+    dir: &Path,
+) -> anyhow::Result<Option<Checkout>> {
     if std::fs::symlink_metadata(dir.join(".git")).is_err() {
         return Ok(None);
     }
@@ -252,6 +263,16 @@ fn open(checkout: &Checkout, shown: &BStr, dir: &Path) -> anyhow::Result<Option<
     if repo.workdir() != Some(dir) || repo.git_dir() == checkout.git_dir() {
         return Err(Failure::usage(format!(
             "submodule `{shown}` has no working tree of its own; check it with `git -C {shown} status`, or set `submodules: ignore`"
+        ))
+        .into());
+    }
+    // Its repository must be the one `git submodule update --init` made in the checkout's own
+    // git directory: a directory on the way swapped for a symlink (from a container sharing
+    // the checkout) must not lead pullstart to update some other repository on the host.
+    if !git_dir_is_in_modules(&repo, checkout) {
+        return Err(Failure::usage(format!(
+            "submodule `{shown}` keeps its repository outside `{}`; run `git submodule absorbgitdirs` once, or set `submodules: ignore`",
+            checkout.git_dir().join("modules").display()
         ))
         .into());
     }
@@ -290,7 +311,14 @@ fn open(checkout: &Checkout, shown: &BStr, dir: &Path) -> anyhow::Result<Option<
         remote,
         remote_branch: String::new(),
         deadline: checkout.deadline,
+        anchor: checkout.anchor.submodule(&checkout.workdir, path),
     }))
+}
+
+fn git_dir_is_in_modules(sub: &gix::Repository, checkout: &Checkout) -> bool {
+    let modules = checkout.git_dir().join("modules").canonicalize();
+    let git_dir = sub.git_dir().canonicalize();
+    matches!((modules, git_dir), (Ok(modules), Ok(git_dir)) if git_dir.starts_with(&modules))
 }
 
 /// A journal in the submodule's git directory: a run was killed while it moved the submodule.

@@ -510,3 +510,33 @@ fn a_rollback_moves_the_submodule_back_too() {
     assert_eq!(t.git(&t.checkout, &["status", "--porcelain"]), "");
     s.assert_submodule_clean();
 }
+
+/// A process sharing the checkout swaps the submodule's parent directory for a symlink to
+/// another repository on the host, with the same history: pullstart must not update that one.
+/// The superproject's guard would refuse later (`lib` is no longer a directory), but a swap
+/// after the guard must not get further: the submodule's repository is refused as soon as it is
+/// opened, and its writes go through directory descriptors walked from the checkout's root.
+#[test]
+fn a_symlink_swapped_in_on_the_submodule_s_way_does_not_lead_to_another_repository() {
+    let s = WithSubmodule::new();
+    let t = &s.t;
+    let host = t.root.join("host");
+    fs::create_dir(&host).unwrap();
+    t.git(&host, &["clone", "-q", path_str(&s.sub_remote), "sub"]);
+    t.git(&host.join("sub"), &["checkout", "-q", "--detach"]);
+    let host_head = t.rev_parse(&host.join("sub"), "HEAD");
+    let host_files = Snapshot::of(&host.join("sub"));
+    s.push_submodule_change(&[("x.py", "x = 2\n")]);
+    fs::rename(t.co("lib"), t.co("lib.moved")).unwrap();
+    std::os::unix::fs::symlink(&host, t.co("lib")).unwrap();
+
+    let out = t.run(&["run", "--submodules", "update"]);
+    out.code(2);
+    assert!(
+        out.error_line().contains("keeps its repository outside"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(t.rev_parse(&host.join("sub"), "HEAD"), host_head);
+    host_files.assert_same(&Snapshot::of(&host.join("sub")), "the host's repository");
+}
