@@ -6,7 +6,9 @@
 #     https with basic auth;
 #   - openssh-server: `sshd -D` on a loopback port with a generated host key and deploy key;
 #   - openssl (the CLI) and ssh-keygen: the tests make their certificate and keys;
-#   - gnupg (gpg, gpgconf, gpg-agent): the signed-commit tests make OpenPGP keys and sign with them.
+#   - gnupg (gpg, gpgconf, gpg-agent): the signed-commit tests make OpenPGP keys and sign with them;
+#   - groff, zsh and fish: the man page is checked with groff and the completions are tried in
+#     the shells they are for (tests/integration/manual.rs).
 #
 # Nothing is started or enabled here: the tests run each server in the foreground, with their
 # own configuration, on a free port, and kill it when they end. Idempotent: when everything is
@@ -30,6 +32,9 @@ have_all() {
         command -v gpg >/dev/null 2>&1 &&
         command -v gpgconf >/dev/null 2>&1 &&
         command -v gpg-agent >/dev/null 2>&1 &&
+        command -v groff >/dev/null 2>&1 &&
+        command -v zsh >/dev/null 2>&1 &&
+        command -v fish >/dev/null 2>&1 &&
         { [ -x /usr/lib/git-core/git-http-backend ] ||
             [ -x "$(git --exec-path 2>/dev/null)/git-http-backend" ]; }
 }
@@ -70,10 +75,11 @@ apt() {
     fi
 }
 
-say "installing lighttpd, lighttpd-mod-openssl, openssh-server, openssl, gnupg (log: $LOG)"
+say "installing lighttpd, lighttpd-mod-openssl, openssh-server, openssl, gnupg, groff, zsh, fish (log: $LOG)"
 apt update -qq
 apt install -y -qq --no-install-recommends \
-    lighttpd lighttpd-mod-openssl openssh-server openssh-client openssl gnupg gpg-agent
+    lighttpd lighttpd-mod-openssl openssh-server openssh-client openssl gnupg gpg-agent \
+    groff-base zsh fish
 have_all || die "still missing something after the install (see $LOG)"
 rm -f "$LOG"
 say "done"

@@ -35,6 +35,24 @@ pub struct Cli {
 
     #[command(flatten)]
     pub options: Options,
+
+    /// Print the man page or a shell's completions to stdout and exit; for packagers, hence
+    /// hidden (see contrib/generate.sh)
+    #[arg(long, value_name = "WHAT", hide = true, exclusive = true)]
+    pub generate: Option<Generate>,
+}
+
+/// What `--generate` prints, made from these clap definitions by [`crate::generate`].
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generate {
+    /// The man page, roff source (`man -l -` reads it)
+    Man,
+    /// Completions for bash
+    CompleteBash,
+    /// Completions for zsh
+    CompleteZsh,
+    /// Completions for fish
+    CompleteFish,
 }
 
 /// The subcommands. `pullstart [OPTIONS]` is `pullstart run [OPTIONS]`.
@@ -289,20 +307,17 @@ pub struct Options {
 
 /// The text after `--help`: the exit-code table of the contract and a few examples.
 fn after_help() -> String {
-    format!(
-        "{table}
+    format!("{table}\n\nExamples:\n{EXAMPLES}", table = ExitCode::TABLE)
+}
 
-Examples:
-  pullstart -C /srv/app                  fetch, fast-forward, restart what changed
+/// The examples of `--help`, also the man page's EXAMPLES section.
+pub const EXAMPLES: &str = "  pullstart -C /srv/app                  fetch, fast-forward, restart what changed
   pullstart check -C /srv/app            show what a run would do, change nothing
   pullstart --config /etc/pullstart.yml --detailed-exitcode
   pullstart watch --every 5m            the same run every 5 minutes (a sidecar container)
 
 In a crontab (silent unless something changed or failed):
-  */5 * * * * pullstart -C /srv/app   (cron mails the one line an update or failure prints; see crontab.example)",
-        table = ExitCode::TABLE
-    )
-}
+  */5 * * * * pullstart -C /srv/app   (cron mails the one line an update or failure prints; see crontab.example)";
 
 #[cfg(test)]
 mod tests {

@@ -78,6 +78,92 @@ Exit codes:
       is mid-update; the next run finishes it, or a newer remote commit replaces it";
 }
 
+/// One row of the contract's exit-code table: the man page's EXIT STATUS section is made from
+/// these rows, and a test holds the README's table to them word for word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: ExitCode,
+    /// The values the JSON output's `result` field takes with this code.
+    pub results: &'static [&'static str],
+    /// What the code means, in the README's words.
+    pub meaning: &'static str,
+}
+
+/// Every exit code of the contract, in order. `--help` prints the shorter [`ExitCode::TABLE`],
+/// which fits a terminal.
+pub const EXIT_STATUSES: &[ExitStatus] = &[
+    ExitStatus {
+        code: ExitCode::Success,
+        results: &["up_to_date", "updated", "would_update"],
+        meaning: "success: nothing to do, or updated and restarted (`check`: an update is pending)",
+    },
+    ExitStatus {
+        code: ExitCode::Internal,
+        results: &["error"],
+        meaning: "unexpected internal error, or interrupted by a signal (SIGTERM, SIGINT, SIGHUP, \
+                  SIGQUIT) before the update started; nothing was done",
+    },
+    ExitStatus {
+        code: ExitCode::Usage,
+        results: &["usage_error"],
+        meaning: "usage or configuration error: bad flag or config, not a git checkout, detached \
+                  HEAD, unknown remote, branch missing on the remote",
+    },
+    ExitStatus {
+        code: ExitCode::FetchFailed,
+        results: &["fetch_failed"],
+        meaning: "fetch failed (network, auth, timeout): transient, the next run retries",
+    },
+    ExitStatus {
+        code: ExitCode::RefusedLocalChanges,
+        results: &["refused_local_changes"],
+        meaning: "local changes would be overwritten; nothing was touched",
+    },
+    ExitStatus {
+        code: ExitCode::RefusedNotFastForward,
+        results: &["refused_not_fast_forward"],
+        meaning: "the checkout has commits the remote branch lacks (diverged, local commits, or \
+                  the remote was force-pushed or rolled back); nothing was touched",
+    },
+    ExitStatus {
+        code: ExitCode::RestartFailed,
+        results: &["restart_failed"],
+        meaning: "the code is updated but the restart failed; the next run retries the restart",
+    },
+    ExitStatus {
+        code: ExitCode::Locked,
+        results: &["locked"],
+        meaning: "another pullstart run holds the lock; skipped",
+    },
+    ExitStatus {
+        code: ExitCode::RebuildRequired,
+        results: &["rebuild_required"],
+        meaning: "dependency or image files changed and the policy says stop (see the config)",
+    },
+    ExitStatus {
+        code: ExitCode::UntrustedCommit,
+        results: &["untrusted_commit"],
+        meaning: "`verify_signatures` is on and a commit of the update is not signed by a trusted \
+                  key; nothing was touched, the next run checks again",
+    },
+    ExitStatus {
+        code: ExitCode::Updated,
+        results: &["updated", "would_update"],
+        meaning: "only with --detailed-exitcode: an update was applied and the restart succeeded \
+                  (`check`, `status`: is pending)",
+    },
+    ExitStatus {
+        code: ExitCode::UpdateIncomplete,
+        results: &["update_incomplete"],
+        meaning: "the worktree update stopped part-way (a file that cannot be written or removed, \
+                  such as an immutable one, or a full disk): the checkout is mid-update and \
+                  nothing was restarted; the next run finishes the update once the cause is \
+                  gone, or a newer remote commit replaces it (see \"After a crash\"); while \
+                  it is so, a run whose fetch fails still exits 11, with the fetch's failure as \
+                  a warning",
+    },
+];
+
 /// A failure whose kind decides the exit code. The message is the one line the user sees:
 /// it names the cause and the remedy. Lower-level causes travel as anyhow context behind it
 /// and are printed only with `--verbose`.
@@ -183,6 +269,55 @@ mod tests {
                 "--help lacks code {}",
                 code.code()
             );
+        }
+    }
+
+    /// The README's exit-code table as (code, results, meaning) rows, backticks kept.
+    fn readme_exit_code_rows() -> Vec<(String, String, String)> {
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("### Exit codes\n")
+            .nth(1)
+            .expect("README has an `### Exit codes` section");
+        table
+            .lines()
+            .skip_while(|line| !line.starts_with("| code |"))
+            .skip(2) // the header and the `| --- |` line
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| {
+                let cells: Vec<&str> = line.trim_matches('|').split(" | ").collect();
+                assert_eq!(cells.len(), 3, "README row with other than 3 cells: {line}");
+                let [code, results, meaning] = [0, 1, 2].map(|i| cells[i].trim().to_owned());
+                (code, results, meaning)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_table_is_the_code_table_word_for_word() {
+        let expected: Vec<(String, String, String)> = EXIT_STATUSES
+            .iter()
+            .map(|status| {
+                let results: Vec<String> =
+                    status.results.iter().map(|r| format!("`{r}`")).collect();
+                (
+                    status.code.code().to_string(),
+                    results.join(", "),
+                    status.meaning.to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(readme_exit_code_rows(), expected);
+    }
+
+    #[test]
+    fn the_code_table_lists_every_code_once_with_its_failure_result() {
+        let codes: Vec<i32> = EXIT_STATUSES.iter().map(|s| s.code.code()).collect();
+        assert_eq!(codes, (0..=11).collect::<Vec<_>>());
+        for status in EXIT_STATUSES {
+            if !matches!(status.code, ExitCode::Success | ExitCode::Updated) {
+                assert_eq!(status.results, [status.code.failure_result()]);
+            }
         }
     }
 

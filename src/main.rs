@@ -15,6 +15,7 @@ mod entrypoint;
 mod exit;
 mod failpoint;
 mod fetch;
+mod generate;
 mod guard;
 mod health;
 mod hooks;
@@ -47,6 +48,9 @@ fn main() {
     fetch::take_token_from_environment(); // first: no thread may run while the environment changes
     return_freed_memory_promptly();
     let cli = cli::Cli::parse(); // usage errors: clap's own message and exit code 2
+    if let Some(what) = cli.generate {
+        std::process::exit(generate::print(what, cli.command.is_some()));
+    }
     let output = settings::output_from_flags(&cli);
     let settings = match settings::Settings::resolve(cli) {
         Ok(settings) => settings,

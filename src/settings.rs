@@ -303,6 +303,7 @@ impl Settings {
         let Cli {
             command,
             options: flags,
+            ..
         } = cli;
         let (file, config_file_absolute) = match &flags.config {
             Some(path) => {
@@ -1417,13 +1418,16 @@ impl ConfigFile {
         }
 
         if let Some(name) = backticked_after(&message, "unknown field `") {
-            let positions = key_positions(&self.text, &name);
-            if let Some(&(line, column)) = positions.first() {
-                at = Some((line, Some(column)));
+            // serde_yaml points at the unknown key itself; a textual search could find the
+            // same name as a key elsewhere first (inside a service's rule, say).
+            if at.is_none() {
+                at = key_positions(&self.text, &name)
+                    .first()
+                    .map(|&(line, column)| (line, Some(column)));
             }
             let suggestion = CONFIG_KEYS
                 .iter()
-                .map(|key| (edit_distance(&name.replace('-', "_"), key), key))
+                .map(|key| (strsim::levenshtein(&name.replace('-', "_"), key), key))
                 .filter(|&(distance, _)| distance <= 2)
                 .min()
                 .map(|(_, key)| format!(" (did you mean `{key}`?)"))
@@ -1515,24 +1519,6 @@ fn key_positions(text: &str, key: &str) -> Vec<(usize, usize)> {
         }
     }
     found
-}
-
-/// Levenshtein distance, for suggesting the key a typo meant.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let next = (diagonal + usize::from(ca != cb))
-                .min(row[j] + 1)
-                .min(row[j + 1] + 1);
-            diagonal = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
 }
 
 /// The first line holding something other than blanks, comments and document markers.
@@ -2642,6 +2628,12 @@ mod tests {
         let message = config("<<: {quiet: true}\n").error();
         assert!(
             message.contains("line 1 column 1: unknown key `<<`"),
+            "{message}"
+        );
+        // The same name as a key further up, inside a service's rule, is not the unknown key.
+        let message = config("services:\n  web:\n    paths: [app/]\npaths: [docs/]\n").error();
+        assert!(
+            message.contains("line 4 column 1: unknown key `paths`"),
             "{message}"
         );
     }

@@ -305,10 +305,10 @@ fn not_fast_forward_messages_tell_the_cases_apart() {
 
 /// Makes a file immutable (`chattr +i`, which even root cannot write through) until dropped;
 /// `None` where the file system or the user cannot.
-struct Immutable(std::path::PathBuf);
+pub(crate) struct Immutable(std::path::PathBuf);
 
 impl Immutable {
-    fn set(path: std::path::PathBuf) -> Option<Immutable> {
+    pub(crate) fn set(path: std::path::PathBuf) -> Option<Immutable> {
         let ok = std::process::Command::new("chattr")
             .arg("+i")
             .arg(&path)
