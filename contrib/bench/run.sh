@@ -241,14 +241,13 @@ interleaved() {
     done
 }
 
-# present_objects REPO UPDATE_CASE: the object list of the checkout with the case's commit
-# fetched (once, by git; fewer than 100 objects arrive loose, as git stores them), for prepare.sh.
+# present_objects REPO UPDATE_CASE: fetches the case's commit into the checkout (by git, which
+# keeps fewer than 100 objects loose) and lists the object files then there, for prepare.sh.
+# Called right after a prepare.sh that reset origin/main, so that the fetch has work to do.
 present_objects() {
-    local repo=$1 upd=$2 co=$TMP/$1-co list=$TMP/$1-$2.present.objects
-    if [ ! -s "$list" ]; then
-        git -C "$co" fetch -q
-        (cd "$co/.git/objects" && find . -type f | LC_ALL=C sort) >"$list"
-    fi
+    local co=$TMP/$1-co list=$TMP/$1-$2.present.objects
+    git -C "$co" fetch -q
+    (cd "$co/.git/objects" && find . -type f | LC_ALL=C sort) >"$list"
     echo "$list"
 }
 
