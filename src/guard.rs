@@ -5,7 +5,8 @@
 //! The rules are `git merge --ff-only`'s, stricter in one place: an ignored file in the way
 //! blocks the update too, since git would overwrite it silently.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -185,14 +186,37 @@ fn unmerged_refusal(paths: &[BString]) -> Failure {
 /// the update deletes). git leaves such a path alone, index entry and worktree alike, and so
 /// does the apply.
 pub fn already_staged(index: &gix::index::State, change: &Change) -> bool {
-    let path = change.path.as_bstr();
-    let in_index = index
-        .entry_by_path_and_stage(path, Stage::Unconflicted)
-        .map(|e| (e.mode.to_tree_entry_mode().map(|m| m.kind()), e.id));
-    let conflicted = [Stage::Base, Stage::Ours, Stage::Theirs]
-        .into_iter()
-        .any(|stage| index.entry_by_path_and_stage(path, stage).is_some());
-    !conflicted && in_index == change.new.map(|e| (Some(e.kind), e.id))
+    IndexAt::lookup(index, change.path.as_bstr()).holds(change.new)
+}
+
+/// The index's entries at one path, found with one binary search (the guard asks several
+/// questions of each changed path, and with 100,000 entries each search costs).
+#[derive(Clone, Copy)]
+struct IndexAt<'i> {
+    /// The unconflicted entry (stage 0), if any.
+    entry: Option<&'i gix::index::Entry>,
+    /// Whether an unmerged entry (stages 1 to 3) is there.
+    unmerged: bool,
+}
+
+impl<'i> IndexAt<'i> {
+    fn lookup(index: &'i gix::index::State, path: &BStr) -> Self {
+        let entries = index
+            .entry_range(path)
+            .map_or(&[][..], |range| &index.entries()[range]);
+        IndexAt {
+            entry: entries.iter().find(|e| e.stage() == Stage::Unconflicted),
+            unmerged: entries.iter().any(|e| e.stage() != Stage::Unconflicted),
+        }
+    }
+
+    /// Whether the index holds exactly `side` here (kind and id; `None`: no entry), unconflicted.
+    fn holds(&self, side: Option<Entry>) -> bool {
+        let in_index = self
+            .entry
+            .map(|e| (e.mode.to_tree_entry_mode().map(|m| m.kind()), e.id));
+        !self.unmerged && in_index == side.map(|e| (Some(e.kind), e.id))
+    }
 }
 
 /// The one-line refusal naming the first few blocking paths.
@@ -332,6 +356,18 @@ struct Guard<'a> {
     symlinks: bool,
     /// Built on first use: most runs never need to hash a file.
     filters: Option<gix::filter::Pipeline<'a>>,
+    /// What each leading directory looked at so far is: the changed paths of an update share
+    /// their folders, and the guard, which changes nothing, needs to look at each only once.
+    leading: RefCell<HashMap<BString, Leading>>,
+}
+
+/// What a leading component of a changed path is in the worktree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leading {
+    Directory,
+    /// A file, a symlink (even one to a directory) or anything else that is not a directory.
+    NotDirectory,
+    Missing,
 }
 
 impl<'a> Guard<'a> {
@@ -358,6 +394,7 @@ impl<'a> Guard<'a> {
             file_mode: config.boolean("core.fileMode").unwrap_or(true),
             symlinks: config.boolean("core.symlinks").unwrap_or(true),
             filters: None,
+            leading: RefCell::default(),
         })
     }
 
@@ -367,13 +404,14 @@ impl<'a> Guard<'a> {
         blocked: &mut Vec<Blocked>,
     ) -> anyhow::Result<()> {
         let path = change.path.as_bstr();
-        if already_staged(self.index, change) {
+        let at = IndexAt::lookup(self.index, path);
+        if at.holds(change.new) {
             if change.new.is_none() {
                 self.staged_deletion_in_the_way(path, blocked)?;
             }
             return Ok(());
         }
-        if let Some(reason) = self.staged(path, change.old) {
+        if let Some(reason) = self.staged(path, at, change.old) {
             blocked.push(Blocked {
                 path: path.to_owned(),
                 reason,
@@ -390,7 +428,7 @@ impl<'a> Guard<'a> {
                 self.submodule_content_in_the_way(path, blocked)?;
             }
             Some(_) => {
-                if let Some(b) = self.tracked_path_modified(path)? {
+                if let Some(b) = self.tracked_path_modified(path, at)? {
                     blocked.push(b);
                 }
             }
@@ -449,19 +487,8 @@ impl<'a> Guard<'a> {
 
     /// The index must hold exactly HEAD's entry at `path`, unmerged entries count as staged.
     /// Below an added path nothing may be staged either.
-    fn staged(&self, path: &BStr, head: Option<Entry>) -> Option<Reason> {
-        let unmerged = [Stage::Base, Stage::Ours, Stage::Theirs]
-            .into_iter()
-            .any(|stage| self.index.entry_by_path_and_stage(path, stage).is_some());
-        if unmerged {
-            return Some(Reason::Staged);
-        }
-        let in_index = self
-            .index
-            .entry_by_path_and_stage(path, Stage::Unconflicted)
-            .map(|e| (e.mode.to_tree_entry_mode().map(|m| m.kind()), e.id));
-        let in_head = head.map(|e| (Some(e.kind), e.id));
-        if in_index != in_head {
+    fn staged(&self, path: &BStr, at: IndexAt<'_>, head: Option<Entry>) -> Option<Reason> {
+        if !at.holds(head) {
             return Some(Reason::Staged);
         }
         if head.is_none() && self.has_index_entries_below(path) {
@@ -484,11 +511,12 @@ impl<'a> Guard<'a> {
 
     /// A tracked path (in HEAD and, as `staged` checked, in the index): does its worktree
     /// state differ from the index? A missing file is no local work (it is recreated, as git does).
-    fn tracked_path_modified(&mut self, path: &'a BStr) -> anyhow::Result<Option<Blocked>> {
-        let Some(entry) = self
-            .index
-            .entry_by_path_and_stage(path, Stage::Unconflicted)
-        else {
+    fn tracked_path_modified(
+        &mut self,
+        path: &'a BStr,
+        at: IndexAt<'_>,
+    ) -> anyhow::Result<Option<Blocked>> {
+        let Some(entry) = at.entry else {
             return Ok(None);
         };
         if let Some(component) = self.first_non_directory_ancestor(path) {
@@ -686,14 +714,28 @@ impl<'a> Guard<'a> {
             if *byte != b'/' {
                 continue;
             }
-            let prefix = &path[..i];
-            match std::fs::symlink_metadata(self.abs(prefix.as_bstr())) {
-                Ok(m) if m.is_dir() => continue,
-                Ok(_) => return Some(prefix.into()),
-                Err(_) => return None, // missing: nothing below it exists either
+            let prefix = path[..i].as_bstr();
+            match self.leading(prefix) {
+                Leading::Directory => continue,
+                Leading::NotDirectory => return Some(prefix.into()),
+                Leading::Missing => return None, // nothing below it exists either
             }
         }
         None
+    }
+
+    /// What `prefix` is, looked at (without following a symlink) the first time it is asked.
+    fn leading(&self, prefix: &BStr) -> Leading {
+        if let Some(known) = self.leading.borrow().get(prefix) {
+            return *known;
+        }
+        let found = match std::fs::symlink_metadata(self.abs(prefix)) {
+            Ok(m) if m.is_dir() => Leading::Directory,
+            Ok(_) => Leading::NotDirectory,
+            Err(_) => Leading::Missing,
+        };
+        self.leading.borrow_mut().insert(prefix.to_owned(), found);
+        found
     }
 
     fn abs(&self, path: &BStr) -> PathBuf {

@@ -5,7 +5,7 @@
 //! (`filter.lfs.process` or `filter.lfs.smudge`); without it the pointer file itself would be
 //! checked out, which is silently wrong for the app. Such an update is refused up front.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -106,9 +106,6 @@ fn attributes_mention_lfs(
     {
         return Ok(true);
     }
-    let tree = repo
-        .find_tree(new_tree)
-        .with_context(|| format!("failed to read tree {new_tree}"))?;
     let mut dirs: HashSet<&[u8]> = HashSet::new();
     dirs.insert(b"");
     for path in written {
@@ -120,28 +117,55 @@ fn attributes_mention_lfs(
             }
         }
     }
-    for dir in dirs {
-        let mut components: Vec<&[u8]> = if dir.is_empty() {
-            Vec::new()
-        } else {
-            dir.split_str("/").collect()
+    // Each directory's tree is read once, parents first (a parent sorts before what is below
+    // it), and yields the ids of the subtrees that are in `dirs`. Looking up every
+    // `dir/.gitattributes` from the root instead read the upper trees once per directory below
+    // them: 14% of the instructions of a 1,000-file update.
+    let mut sorted: Vec<&[u8]> = dirs.iter().copied().collect();
+    sorted.sort_unstable();
+    let mut tree_ids: HashMap<Vec<u8>, ObjectId> = HashMap::from([(Vec::new(), new_tree)]);
+    for dir in sorted {
+        let Some(&id) = tree_ids.get(dir) else {
+            continue; // not a directory in the new tree
         };
-        components.push(b".gitattributes");
-        let entry = tree
-            .lookup_entry(components.iter().map(|c| BString::from(*c)))
-            .with_context(|| format!("failed to look up .gitattributes in tree {new_tree}"))?;
-        let Some(entry) = entry else { continue };
-        if !entry.mode().is_blob() {
-            continue;
-        }
-        let blob = repo
-            .find_blob(entry.object_id())
-            .with_context(|| format!("failed to read .gitattributes {}", entry.object_id()))?;
-        if blob.data.find(b"lfs").is_some() {
-            return Ok(true);
+        let tree = repo
+            .find_tree(id)
+            .with_context(|| format!("failed to read tree {id}"))?;
+        for entry in tree.iter() {
+            let entry = entry.with_context(|| format!("failed to read tree {id}"))?;
+            let name = entry.filename();
+            if entry.mode().is_tree() {
+                let sub = child_path(dir, name);
+                if dirs.contains(sub.as_slice()) {
+                    tree_ids.insert(sub, entry.oid().to_owned());
+                }
+            } else if name == ".gitattributes"
+                && entry.mode().is_blob()
+                && blob_mentions_lfs(repo, entry.oid().to_owned())?
+            {
+                return Ok(true);
+            }
         }
     }
     Ok(false)
+}
+
+/// `dir/name`, or `name` in the top directory.
+fn child_path(dir: &[u8], name: &BStr) -> Vec<u8> {
+    let mut path = Vec::with_capacity(dir.len() + 1 + name.len());
+    if !dir.is_empty() {
+        path.extend_from_slice(dir);
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
+fn blob_mentions_lfs(repo: &gix::Repository, id: ObjectId) -> anyhow::Result<bool> {
+    let blob = repo
+        .find_blob(id)
+        .with_context(|| format!("failed to read .gitattributes {id}"))?;
+    Ok(blob.data.find(b"lfs").is_some())
 }
 
 /// The written paths whose `filter` attribute, as the new tree defines it, is `lfs`.

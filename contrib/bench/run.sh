@@ -18,6 +18,8 @@
 #
 # Options:
 #   --quick      fewer runs and no 100,000-file repository (about 2 minutes)
+#   --present-only  only the "objects present" cases (issue 15: the update of the checkout
+#                alone, the new commit already fetched), with the repositories they need
 #   --runs N     N measured runs in every case (defaults: 41 no-change, 11 update in the
 #                20,000-file repository, 9 in the 100,000-file one)
 #   --profile    afterwards, run pullstart under valgrind's callgrind (debug-symbol build in
@@ -33,7 +35,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-QUICK=0 KEEP=0 BUILD=1 PROFILE=0 PROFILE_ONLY=0 RUNS=
+QUICK=0 PRESENT_ONLY=0 KEEP=0 BUILD=1 PROFILE=0 PROFILE_ONLY=0 RUNS=
 OUT=$ROOT/target/bench
 PROFILE_TARGET_DIR=${PROFILE_TARGET_DIR:-/tmp/bench-target}
 
@@ -42,6 +44,7 @@ die() { echo "run.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) QUICK=1 ;;
+        --present-only) PRESENT_ONLY=1 ;;
         --keep) KEEP=1 ;;
         --no-build) BUILD=0 ;;
         --profile) PROFILE=1 ;;
@@ -212,8 +215,13 @@ start_daemon() {
 # ---------------------------------------------------------------- measuring
 TOOLS=(p a b)
 declare -A NAME=([p]=pullstart [a]="(a) fetch+diff+pull" [b]="(b) fetch+merge --ff-only")
+# The "objects present" family (issue 15) compares the update of the checkout alone: the new
+# commit is already fetched and origin/main already at it, so pullstart's fetch finds nothing to
+# download, and git runs (m) `git merge --ff-only`, or (f+m) the same after a no-op `git fetch`.
+declare -A PNAME=([p]=pullstart [a]="(m) merge --ff-only" [b]="(f+m) fetch (no-op)+merge --ff-only")
 declare -A WALL CPU RSS CRSS SRSS IWALL NOTE LABEL
-CASES=()
+CASES=()  # the cases that fetch the new commit
+PCASES=() # the "objects present" cases
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -233,12 +241,23 @@ interleaved() {
     done
 }
 
-# bench CASE_ID "LABEL" REPO UPDATE_CASE(or -) WARMUP RUNS CPU_ROUNDS
+# present_objects REPO UPDATE_CASE: fetches the case's commit into the checkout (by git, which
+# keeps fewer than 100 objects loose) and lists the object files then there, for prepare.sh.
+# Called right after a prepare.sh that reset origin/main, so that the fetch has work to do.
+present_objects() {
+    local co=$TMP/$1-co list=$TMP/$1-$2.present.objects
+    git -C "$co" fetch -q
+    (cd "$co/.git/objects" && find . -type f | LC_ALL=C sort) >"$list"
+    echo "$list"
+}
+
+# bench CASE_ID "LABEL" REPO UPDATE_CASE(or -) WARMUP RUNS CPU_ROUNDS [present]
+# With `present`, a case of the "objects present" family: every run starts with the new commit's
+# objects in the checkout and origin/main at it; the git side is (m) and (f+m) (see PNAME).
 bench() {
-    local id=$1 label=$2 repo=$3 upd=$4 warm=$5 runs=$6 rounds=$7
+    local id=$1 label=$2 repo=$3 upd=$4 warm=$5 runs=$6 rounds=$7 family=${8:-fetch}
     local co=$TMP/$repo-co dev=$TMP/$repo-dev base=${BASE[$repo]}
-    local new=$base prep=""
-    CASES+=("$id")
+    local new=$base prep="" names_of=NAME
     LABEL[$id]=$label
     log "$label"
     if [ "$upd" != - ]; then
@@ -253,6 +272,16 @@ bench() {
         [a]="cd $co && git fetch && [ -n \"\$(git diff HEAD origin/main --name-only)\" ] && git pull"
         [b]="cd $co && git fetch && git merge --ff-only"
     )
+    if [ "$family" = present ]; then
+        PCASES+=("$id")
+        names_of=PNAME
+        prep="bash $HERE/prepare.sh $co $base $TMP/$repo-$upd.touch $(present_objects "$repo" "$upd") $T0 $new"
+        inner[a]="cd $co && git merge --ff-only"
+        inner[b]="cd $co && git fetch && git merge --ff-only"
+    else
+        CASES+=("$id")
+    fi
+    local -n names=$names_of
     local t rc bad
 
     # One checked run of each tool: right exit code, right end state.
@@ -272,7 +301,7 @@ bench() {
         fi
         if [ -n "$bad" ]; then
             NOTE[$id:$t]="WRONG RESULT:$bad"
-            echo "!! ${NAME[$t]}: wrong result in '$label':$bad" >&2
+            echo "!! ${names[$t]}: wrong result in '$label':$bad" >&2
             (cd "$co" && sh -c "${inner[$t]}") >&2 || true
         fi
     done
@@ -281,7 +310,7 @@ bench() {
     local hf=(hyperfine -N -i --style basic --warmup "$warm" --runs "$runs"
         --export-json "$OUT/raw/$id.json")
     [ -z "$prep" ] || hf+=(--prepare "$prep")
-    for t in "${TOOLS[@]}"; do hf+=(-n "${NAME[$t]}" "sh -c '${inner[$t]}'"); done
+    for t in "${TOOLS[@]}"; do hf+=(-n "${names[$t]}" "sh -c '${inner[$t]}'"); done
     "${hf[@]}" >&2
     local i=0 codes
     for t in "${TOOLS[@]}"; do
@@ -302,6 +331,13 @@ bench() {
         case $t:$codes in *:0 | a:1 | a:0,1) ;; *) NOTE[$id:$t]="${NOTE[$id:$t]:-} exit codes $codes" ;; esac
     done
 
+    if [ "$family" = present ]; then
+        # No pack is made (no pack-objects in the tree): the whole tree's peak (wait4) is shown.
+        printf '   medians: wall %s | cpu %s | rss %s KiB (pullstart, m, f+m)\n' \
+            "${WALL[$id:p]}/${WALL[$id:a]}/${WALL[$id:b]}" "${CPU[$id:p]}/${CPU[$id:a]}/${CPU[$id:b]}" \
+            "${RSS[$id:p]}/${RSS[$id:a]}/${RSS[$id:b]}" >&2
+        return
+    fi
     # Peak RSS of the client side alone (measure --client-rss, under ptrace: memory only): over a
     # local-path remote each tool starts git's server side (upload-pack, pack-objects) as its own
     # child, and that is often the largest process of the tree.
@@ -324,15 +360,19 @@ run_profile() {
         sed -E -e 's#/[^ ]*/registry/src/[^/]*/##' -e 's#/rustc/[0-9a-f]*/library/#std:#' \
             -e "s#$ROOT/##" -e 's# \[[^]]*/release/pullstart\]$##'
     }
-    # profile_case ID REPO UPDATE_CASE(or -)
+    # profile_case ID REPO UPDATE_CASE(or -) [present]
     profile_case() {
         local id=$1 repo=$2 upd=$3 co=$TMP/$2-co base=${BASE[$2]} new
         new=$base
         [ "$upd" = - ] || new=$(git -C "$TMP/$repo-dev" rev-parse "case-$upd")
         git -C "$TMP/$repo-dev" push -q -f origin "$new:refs/heads/main"
-        local touch=/dev/null
+        local touch=/dev/null objects=$TMP/$repo.objects tracking=$base
         [ "$upd" = - ] || touch=$TMP/$repo-$upd.touch
-        bash "$HERE/prepare.sh" "$co" "$base" "$touch" "$TMP/$repo.objects" "$T0"
+        bash "$HERE/prepare.sh" "$co" "$base" "$touch" "$objects" "$T0"
+        if [ "${4:-}" = present ]; then
+            objects=$(present_objects "$repo" "$upd") tracking=$new
+            bash "$HERE/prepare.sh" "$co" "$base" "$touch" "$objects" "$T0" "$tracking"
+        fi
         log "callgrind: $id"
         (cd "$co" && valgrind --tool=callgrind --callgrind-out-file="$OUT/profile/$id.callgrind" \
             "$PBIN" --compose-command true --services app$(extra_flags "$PBIN")) 2>"$OUT/profile/$id.valgrind.log" >/dev/null \
@@ -340,7 +380,7 @@ run_profile() {
         [ "$(git -C "$co" rev-parse HEAD)" = "$new" ] || echo "!! profile $id: HEAD not at the expected commit" >&2
         if [ "$upd" != - ]; then
             # Where the heap peak comes from (massif; RSS adds the binary and mapped files).
-            bash "$HERE/prepare.sh" "$co" "$base" "$touch" "$TMP/$repo.objects" "$T0"
+            bash "$HERE/prepare.sh" "$co" "$base" "$touch" "$objects" "$T0" "$tracking"
             (cd "$co" && valgrind --tool=massif --massif-out-file="$OUT/profile/$id.massif" \
                 "$PBIN" --compose-command true --services app$(extra_flags "$PBIN")) >/dev/null 2>&1 || true
             ms_print "$OUT/profile/$id.massif" 2>/dev/null | shorten >"$OUT/profile/$id.massif.txt" || true
@@ -359,6 +399,10 @@ run_profile() {
     profile_case u20-mod1000 r20k mod1000
     profile_case u20-ren1000 r20k ren1000
     [ "$BIG_R" = 0 ] || profile_case u100-mod10 r100k mod10
+    profile_case p20-mod1 r20k mod1 present
+    profile_case p20-mod1000 r20k mod1000 present
+    profile_case p20-ren1000 r20k ren1000 present
+    [ "$BIG_R" = 0 ] || profile_case p100-mod10 r100k mod10 present
     echo "callgrind: $OUT/profile/ (*.steps.txt, *.inclusive.txt, *.self.txt, *.massif.txt;" \
         "callgrind_annotate --tree=caller or kcachegrind for more)" >&2
 }
@@ -375,22 +419,39 @@ if [ "$PROFILE_ONLY" = 1 ]; then
     exit 0
 fi
 
-bench nc-local "no change, local path (20k files)" r20k - "$NC_W" "$NC_R" "$NC_C"
-git -C "$CO20" remote set-url origin "file://$TMP/remotes/r20k.git"
-bench nc-file "no change, file:// (20k files)" r20k - "$NC_W" "$NC_R" "$NC_C"
-start_daemon
-git -C "$CO20" remote set-url origin "git://127.0.0.1:$DAEMON_PORT/r20k.git"
-bench nc-git "no change, git:// (20k files)" r20k - "$NC_W" "$NC_R" "$NC_C"
-git -C "$CO20" remote set-url origin "$TMP/remotes/r20k.git"
+if [ "$PRESENT_ONLY" = 0 ]; then
+    bench nc-local "no change, local path (20k files)" r20k - "$NC_W" "$NC_R" "$NC_C"
+    git -C "$CO20" remote set-url origin "file://$TMP/remotes/r20k.git"
+    bench nc-file "no change, file:// (20k files)" r20k - "$NC_W" "$NC_R" "$NC_C"
+    start_daemon
+    git -C "$CO20" remote set-url origin "git://127.0.0.1:$DAEMON_PORT/r20k.git"
+    bench nc-git "no change, git:// (20k files)" r20k - "$NC_W" "$NC_R" "$NC_C"
+    git -C "$CO20" remote set-url origin "$TMP/remotes/r20k.git"
 
-bench u20-mod1 "update 1 file, 20k-file repo" r20k mod1 "$U_W" "$U_R" "$U_C"
-bench u20-mod100 "update 100 files, 20k-file repo" r20k mod100 "$U_W" "$U_R" "$U_C"
-bench u20-mod1000 "update 1,000 files, 20k-file repo" r20k mod1000 "$U_W" "$U_R" "$U_C"
-bench u20-del1000 "delete 1,000 files, 20k-file repo" r20k del1000 "$U_W" "$U_R" "$U_C"
-bench u20-ren1000 "rename 1,000 files, 20k-file repo" r20k ren1000 "$U_W" "$U_R" "$U_C"
+    bench u20-mod1 "update 1 file, 20k-file repo" r20k mod1 "$U_W" "$U_R" "$U_C"
+    bench u20-mod100 "update 100 files, 20k-file repo" r20k mod100 "$U_W" "$U_R" "$U_C"
+    bench u20-mod1000 "update 1,000 files, 20k-file repo" r20k mod1000 "$U_W" "$U_R" "$U_C"
+    bench u20-del1000 "delete 1,000 files, 20k-file repo" r20k del1000 "$U_W" "$U_R" "$U_C"
+    bench u20-ren1000 "rename 1,000 files, 20k-file repo" r20k ren1000 "$U_W" "$U_R" "$U_C"
+    if [ "$BIG_R" != 0 ]; then
+        bench u100-mod10 "update 10 files, 100k-file repo" r100k mod10 "$BIG_W" "$BIG_R" "$BIG_C"
+        bench u100-mod1000 "update 1,000 files, 100k-file repo" r100k mod1000 "$BIG_W" "$BIG_R" "$BIG_C"
+    fi
+fi
+
+# "objects present" (issue 15): the update of the checkout alone, the new commit already fetched.
+bench p20-mod1 "update 1 file, 20k-file repo, objects present" r20k mod1 "$U_W" "$U_R" "$U_C" present
+if [ "$QUICK" = 0 ]; then
+    bench p20-mod100 "update 100 files, 20k-file repo, objects present" r20k mod100 "$U_W" "$U_R" "$U_C" present
+fi
+bench p20-mod1000 "update 1,000 files, 20k-file repo, objects present" r20k mod1000 "$U_W" "$U_R" "$U_C" present
+if [ "$QUICK" = 0 ]; then
+    bench p20-del1000 "delete 1,000 files, 20k-file repo, objects present" r20k del1000 "$U_W" "$U_R" "$U_C" present
+    bench p20-ren1000 "rename 1,000 files, 20k-file repo, objects present" r20k ren1000 "$U_W" "$U_R" "$U_C" present
+fi
 if [ "$BIG_R" != 0 ]; then
-    bench u100-mod10 "update 10 files, 100k-file repo" r100k mod10 "$BIG_W" "$BIG_R" "$BIG_C"
-    bench u100-mod1000 "update 1,000 files, 100k-file repo" r100k mod1000 "$BIG_W" "$BIG_R" "$BIG_C"
+    bench p100-mod10 "update 10 files, 100k-file repo, objects present" r100k mod10 "$BIG_W" "$BIG_R" "$BIG_C" present
+    bench p100-mod1000 "update 1,000 files, 100k-file repo, objects present" r100k mod1000 "$BIG_W" "$BIG_R" "$BIG_C" present
 fi
 
 log "pullstart --version"
@@ -411,8 +472,8 @@ FAILS=0
 # target "DESCRIPTION" CASE METRIC(WALL|CPU) VS(a|b) LIMIT
 target() {
     local desc=$1 id=$2 metric=$3 vs=$4 limit=$5 p o r v note
-    if [[ " ${CASES[*]} " != *" $id "* ]]; then
-        TARGETS+="| $desc | not measured (--quick) | ≤ ${limit}x | SKIP |"$'\n'
+    if [[ " ${CASES[*]} ${PCASES[*]} " != *" $id "* ]]; then
+        TARGETS+="| $desc | not measured (--quick or --present-only) | ≤ ${limit}x | SKIP |"$'\n'
         return
     fi
     declare -n arr=$metric
@@ -434,6 +495,18 @@ target "update 1,000 files / 20k: wall ≤ 1.0x (b)" u20-mod1000 WALL b 1.0
 target "update 1,000 files / 20k: CPU ≤ 1.0x (b)" u20-mod1000 CPU b 1.0
 target "update 10 files / 100k: wall ≤ 0.3x (b)" u100-mod10 WALL b 0.3
 target "update 10 files / 100k: CPU ≤ 0.3x (b)" u100-mod10 CPU b 0.3
+# The "objects present" family (issue 15), against (m) `git merge --ff-only` on the same state.
+present_targets() { # present_targets CASE "WHAT" LIMIT
+    target "objects present, $2: wall ≤ ${3}x (m)" "$1" WALL a "$3"
+    target "objects present, $2: CPU ≤ ${3}x (m)" "$1" CPU a "$3"
+}
+present_targets p20-mod1 "update 1 file / 20k" 0.5
+present_targets p20-mod100 "update 100 files / 20k" 1.0
+present_targets p20-mod1000 "update 1,000 files / 20k" 0.7
+present_targets p20-del1000 "delete 1,000 files / 20k" 1.0
+present_targets p20-ren1000 "rename 1,000 files / 20k" 1.0
+present_targets p100-mod10 "update 10 files / 100k" 0.5
+present_targets p100-mod1000 "update 1,000 files / 100k" 1.0
 # Peak RSS (the client side: the tool's own processes, not the git server a local remote
 # starts): the worst case over all cases.
 worst_id="" worst=0 max_id="" max=0
@@ -442,18 +515,25 @@ for id in "${CASES[@]}"; do
     if [ "$r" != nan ] && awk -v r="$r" -v w="$worst" 'BEGIN { exit !(r > w) }'; then worst=$r worst_id=$id; fi
     if awk -v r="${CRSS[$id:p]}" -v m="$max" 'BEGIN { exit !(r > m) }'; then max=${CRSS[$id:p]} max_id=$id; fi
 done
-v=$(verdict "$worst" 1.0); [ "$v" = PASS ] || FAILS=$((FAILS + 1))
-TARGETS+="| peak RSS ≤ (b), every case | worst ${worst}x: $(mib "${CRSS[$worst_id:p]}") vs $(mib "${CRSS[$worst_id:b]}") MiB (${LABEL[$worst_id]}) | ≤ 1.0x | $v |"$'\n'
-v=$(awk -v m="$max" 'BEGIN { print (m < 32 * 1024 ? "PASS" : "FAIL") }'); [ "$v" = PASS ] || FAILS=$((FAILS + 1))
-TARGETS+="| peak RSS < 32 MiB, every case | max $(mib "$max") MiB (${LABEL[$max_id]}) | < 32 MiB | $v |"$'\n'
+if [ -n "$worst_id" ] && [ -n "$max_id" ]; then
+    v=$(verdict "$worst" 1.0); [ "$v" = PASS ] || FAILS=$((FAILS + 1))
+    TARGETS+="| peak RSS ≤ (b), every case | worst ${worst}x: $(mib "${CRSS[$worst_id:p]}") vs $(mib "${CRSS[$worst_id:b]}") MiB (${LABEL[$worst_id]}) | ≤ 1.0x | $v |"$'\n'
+    v=$(awk -v m="$max" 'BEGIN { print (m < 32 * 1024 ? "PASS" : "FAIL") }'); [ "$v" = PASS ] || FAILS=$((FAILS + 1))
+    TARGETS+="| peak RSS < 32 MiB, every case | max $(mib "$max") MiB (${LABEL[$max_id]}) | < 32 MiB | $v |"$'\n'
+else
+    TARGETS+="| peak RSS ≤ (b) and < 32 MiB, every case | not measured (--present-only) | | SKIP |"$'\n'
+fi
 v=$(awk -v w="$VERSION_WALL" 'BEGIN { print (w < 0.005 ? "PASS" : "FAIL") }'); [ "$v" = PASS ] || FAILS=$((FAILS + 1))
 TARGETS+="| \`pullstart --version\` < 5 ms | $(ms "$VERSION_WALL") ms | < 5 ms | $v |"$'\n'
 
-table() { # table METRIC FORMATTER UNIT
+table() { # table METRIC FORMATTER [present]: the cases that fetch, or the "objects present" ones
     declare -n arr=$1
-    local fmt=$2 id
-    printf '| case | pullstart | (a) | (b) | pullstart/(a) | pullstart/(b) |\n|---|--:|--:|--:|--:|--:|\n'
-    for id in "${CASES[@]}"; do
+    local fmt=$2 id a=a b=b
+    local -a ids=("${CASES[@]}")
+    if [ "${3:-}" = present ]; then a=m b=f+m ids=("${PCASES[@]}"); fi
+    [ ${#ids[@]} -gt 0 ] || { echo "(no case measured)"; return; }
+    printf '| case | pullstart | (%s) | (%s) | pullstart/(%s) | pullstart/(%s) |\n|---|--:|--:|--:|--:|--:|\n' "$a" "$b" "$a" "$b"
+    for id in "${ids[@]}"; do
         printf '| %s | %s | %s | %s | %sx | %sx |\n' "${LABEL[$id]}" "$($fmt "${arr[$id:p]}")" \
             "$($fmt "${arr[$id:a]}")" "$($fmt "${arr[$id:b]}")" \
             "$(ratio "${arr[$id:p]}" "${arr[$id:a]}")" "$(ratio "${arr[$id:p]}" "${arr[$id:b]}")"
@@ -479,8 +559,9 @@ table() { # table METRIC FORMATTER UNIT
     echo "- pullstart: \`pullstart --compose-command true --services app$EXTRA\` (the restart is a no-op)"
     echo "- (a): \`git fetch && [ -n \"\$(git diff HEAD origin/main --name-only)\" ] && git pull\`"
     echo "- (b): \`git fetch && git merge --ff-only\`"
+    echo "- objects present: (m) \`git merge --ff-only\`; (f+m) \`git fetch && git merge --ff-only\` (the fetch finds nothing to download)"
     echo
-    echo "## Targets (issue 7)"
+    echo "## Targets (issues 7 and 15)"
     echo
     echo "| target | measured: pullstart vs the git side | limit | result |"
     echo "|---|---|---|---|"
@@ -506,6 +587,29 @@ table() { # table METRIC FORMATTER UNIT
     echo
     table IWALL ms
     echo
+    echo "## Objects present: the update of the checkout alone"
+    echo
+    echo "The new commit is already fetched (objects in the checkout, \`origin/main\` at it) before every"
+    echo "run: pullstart's fetch asks the remote for its refs and finds nothing to download (its"
+    echo "\`upload-pack\` is in pullstart's CPU time and RSS); (m) does no fetch at all, (f+m) the same"
+    echo "no-op fetch as pullstart."
+    echo
+    echo "### Wall time, ms (hyperfine median)"
+    echo
+    table WALL ms present
+    echo
+    echo "### CPU time (user+sys, whole process tree), ms (median)"
+    echo
+    table CPU ms present
+    echo
+    echo "### Peak RSS of the whole process tree (wait4), MiB (median)"
+    echo
+    table RSS mib present
+    echo
+    echo "### Wall time of the interleaved runs, ms (median), as a cross-check"
+    echo
+    table IWALL ms present
+    echo
     echo "Each tool runs as \`sh -c 'cd CHECKOUT && ...'\`; the same shell start is in every figure."
     echo "Repositories: 20,000 and 100,000 files of ~420 bytes (100 a folder, two levels), made with"
     echo "\`git fast-import\`; updates spread over the tree; a local-path remote unless the case says"
@@ -520,6 +624,9 @@ table() { # table METRIC FORMATTER UNIT
     local_notes=""
     for id in "${CASES[@]}"; do for t in "${TOOLS[@]}"; do
         [ -z "${NOTE[$id:$t]:-}" ] || local_notes+="- ${LABEL[$id]}, ${NAME[$t]}: ${NOTE[$id:$t]}"$'\n'
+    done; done
+    for id in "${PCASES[@]}"; do for t in "${TOOLS[@]}"; do
+        [ -z "${NOTE[$id:$t]:-}" ] || local_notes+="- ${LABEL[$id]}, ${PNAME[$t]}: ${NOTE[$id:$t]}"$'\n'
     done; done
     if [ -n "$local_notes" ]; then
         echo

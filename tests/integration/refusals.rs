@@ -2,6 +2,10 @@
 //! nothing (HEAD, index, branch ref and reflog, every worktree entry with its inode and mtime)
 //! and restarts nothing.
 
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
 use crate::support::*;
 
 /// The state a refusing run must leave exactly as it was.
@@ -515,4 +519,106 @@ fn refuses_a_populated_submodule_that_the_update_turns_into_a_file() {
     t.clear_compose_log();
     refused(&t, 4, &["libsub/lib.py"]);
     assert_eq!(t.co_read("libsub/lib.py"), "the submodule's own file\n");
+}
+
+// ----- stat data: trusted as git trusts it, except for racily clean entries -----
+
+/// The committed `app/settings.py` edited in place to this, with its size kept.
+const SAME_SIZE_EDIT: &str = "DEBUG = True!\n";
+
+/// Makes the index entry of `path` record `mtime` with the committed content, then edits the file
+/// in place (same size, same inode) and puts `mtime` back, so that with `core.trustctime` off the
+/// file's stat data is the entry's, while its content is not the committed one.
+fn edit_keeping_the_stat_data(t: &Fixture, path: &str, edit: &str, mtime: SystemTime) {
+    use std::io::Write;
+    t.git(&t.checkout, &["config", "core.trustctime", "false"]);
+    let file = t.co(path);
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    t.git(&t.checkout, &["update-index", "-q", "--refresh"]);
+    assert_eq!(fs::metadata(&file).unwrap().len(), edit.len() as u64);
+    let mut f = fs::File::options().write(true).open(&file).unwrap(); // no truncation
+    f.write_all(edit.as_bytes()).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    assert_eq!(
+        index_stat(t, path),
+        file_stat(&file),
+        "the index entry's stat data should match the edited file"
+    );
+}
+
+/// (mtime seconds, mtime nanoseconds, size, inode) of `path`'s index entry (`git ls-files --debug`).
+fn index_stat(t: &Fixture, path: &str) -> (u64, u64, u64, u64) {
+    let debug = t.git(&t.checkout, &["ls-files", "--debug", "--", path]);
+    let field = |name: &str| -> String {
+        debug
+            .split_whitespace()
+            .skip_while(|w| *w != name)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {name} in {debug}"))
+            .to_string()
+    };
+    let mtime = field("mtime:");
+    let (secs, nsecs) = mtime.split_once(':').unwrap();
+    (
+        secs.parse().unwrap(),
+        nsecs.parse().unwrap(),
+        field("size:").parse().unwrap(),
+        field("ino:").parse().unwrap(),
+    )
+}
+
+fn file_stat(file: &Path) -> (u64, u64, u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(file).unwrap();
+    (m.mtime() as u64, m.mtime_nsec() as u64, m.size(), m.ino())
+}
+
+/// git's racy-git rule: an entry whose mtime is not older than the index file proves nothing by
+/// its stat data (the file may have changed in the same second as the index was written), so
+/// the file is hashed. Here the index file's mtime is the entry's own, the edge of that rule.
+#[test]
+fn refuses_a_same_size_edit_whose_stat_data_matches_a_racily_clean_entry() {
+    let t = Fixture::new();
+    let when = SystemTime::now() - Duration::from_secs(3600);
+    edit_keeping_the_stat_data(&t, "app/settings.py", SAME_SIZE_EDIT, when);
+    fs::File::options()
+        .write(true)
+        .open(t.git_dir().join("index"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    assert_eq!(
+        t.git(&t.checkout, &["diff-files", "--name-only"]).trim(),
+        "app/settings.py",
+        "git hashes the racily clean entry and sees the edit"
+    );
+    t.push_files(&[("app/settings.py", "DEBUG = False\nNEW = 1\n")]);
+    refused(&t, 4, &["app/settings.py"]);
+    assert_eq!(t.co_read("app/settings.py"), SAME_SIZE_EDIT);
+}
+
+/// An entry older than the index whose stat data matches the file is trusted without reading the
+/// file, as git trusts it: an edit that kept size, inode and mtime (with `core.trustctime` off) is
+/// invisible to git too, and the update overwrites it as `git merge --ff-only` would. (This is
+/// how the test sees that the file is not read: reading it would find the edit and refuse.)
+#[test]
+fn trusts_stat_data_older_than_the_index_as_git_does() {
+    let t = Fixture::new();
+    let when = SystemTime::now() - Duration::from_secs(3600);
+    edit_keeping_the_stat_data(&t, "app/settings.py", SAME_SIZE_EDIT, when);
+    assert_eq!(
+        t.git(&t.checkout, &["diff-files", "--name-only"]).trim(),
+        "",
+        "git trusts the stat data and does not see the edit"
+    );
+    t.push_files(&[("app/settings.py", "DEBUG = False\nNEW = 1\n")]);
+    t.run(&["run"]).code(0);
+    assert_eq!(t.co_read("app/settings.py"), "DEBUG = False\nNEW = 1\n");
+    assert_git_clean(&t, &Clean::strict());
 }
