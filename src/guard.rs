@@ -329,14 +329,24 @@ pub fn open_regular_file(abs: &Path) -> anyhow::Result<Option<std::fs::File>> {
         .open(abs)
     {
         Ok(file) => file,
-        // ELOOP: a symlink swapped in since the caller looked.
-        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(err) if changed_meanwhile(&err) => return Ok(None),
         Err(err) => return Err(err).with_context(|| format!("failed to read `{}`", abs.display())),
     };
     let metadata = file
         .metadata()
         .with_context(|| format!("failed to inspect `{}`", abs.display()))?;
     Ok(metadata.is_file().then_some(file))
+}
+
+/// Whether opening or reading what the caller saw failed because it changed since: gone
+/// (ENOENT), a leading directory now a file (ENOTDIR), a symlink swapped in (ELOOP) or out
+/// (EINVAL from readlink). Whatever it is now, it is not what the index has: a local change,
+/// not an error.
+fn changed_meanwhile(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EINVAL)
+    )
 }
 
 fn dedup_keep_order(blocked: &mut Vec<Blocked>) {
@@ -581,9 +591,16 @@ impl<'a> Guard<'a> {
         is_symlink: bool,
     ) -> anyhow::Result<gix::ObjectId> {
         let data = if is_symlink {
-            let target = std::fs::read_link(abs)
-                .with_context(|| format!("failed to read link `{}`", abs.display()))?;
-            target.into_os_string().into_vec()
+            match std::fs::read_link(abs) {
+                Ok(target) => target.into_os_string().into_vec(),
+                Err(err) if changed_meanwhile(&err) => {
+                    return Ok(gix::ObjectId::null(self.repo.object_hash()))
+                }
+                Err(err) => {
+                    return Err(err)
+                        .with_context(|| format!("failed to read link `{}`", abs.display()))
+                }
+            }
         } else {
             match open_regular_file(abs)? {
                 Some(file) => self.clean(path, file)?,
@@ -740,5 +757,26 @@ impl<'a> Guard<'a> {
 
     fn abs(&self, path: &BStr) -> PathBuf {
         self.workdir.join(OsStr::from_bytes(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A file that vanished, or whose directory became a file, between the guard's look and its
+    /// read is a local change (the caller hashes it as no version), not exit 1.
+    #[test]
+    fn a_file_changed_since_the_guard_looked_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(super::open_regular_file(&dir.path().join("gone"))
+            .unwrap()
+            .is_none());
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        assert!(super::open_regular_file(&dir.path().join("file/below"))
+            .unwrap()
+            .is_none());
+        std::os::unix::fs::symlink("file", dir.path().join("link")).unwrap();
+        assert!(super::open_regular_file(&dir.path().join("link"))
+            .unwrap()
+            .is_none());
     }
 }
