@@ -724,11 +724,11 @@ pub fn temporary_owner(temporary: &[u8]) -> Option<&[u8]> {
 
 /// Write the index through the lock taken before the guard ran, then rename it into place.
 ///
-/// The trailing checksum is computed here rather than by gix: gix feeds each entry's small
-/// writes to its collision-detecting SHA-1, which made hashing about half of a small update in
-/// a 100,000-file repository. The checksum only guards against a torn or corrupted file (git
-/// itself uses a fast SHA-1 for it), so the SHA-1 of aws-lc, already linked for TLS and using
-/// the CPU's SHA instructions, is fed in large chunks instead.
+/// The bytes are made in one buffer by [`crate::index_write`] and written in one call. The
+/// trailing checksum is computed here rather than by gix, whose SHA-1 is the collision-detecting
+/// one: it only guards against a torn or corrupted file (git itself uses a fast SHA-1 for it),
+/// so the SHA-1 of aws-lc, already linked for TLS and using the CPU's SHA instructions, hashes
+/// the finished bytes.
 fn write_index(index: gix::index::File, mut lock: gix::lock::File) -> anyhow::Result<()> {
     let failed = "failed to write the new index";
     if index.object_hash() != gix::hash::Kind::Sha1 {
@@ -738,55 +738,16 @@ fn write_index(index: gix::index::File, mut lock: gix::lock::File) -> anyhow::Re
             .context(failed)?;
         out.flush().context(failed)?;
     } else {
-        let mut hashed = Sha1Writer::new(&mut lock);
-        let mut out = BufWriter::with_capacity(INDEX_WRITE_BUFFER, &mut hashed);
-        let entries_and_extensions: &gix::index::State = &index;
-        entries_and_extensions
-            .write_to(&mut out, gix::index::write::Options::default())
-            .context(failed)?;
-        out.flush().context(failed)?;
-        drop(out);
-        let checksum = hashed.finish();
-        lock.write_all(checksum.as_ref()).context(failed)?;
+        let mut bytes = crate::index_write::serialize(&index).context(failed)?;
+        let checksum =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &bytes);
+        bytes.extend_from_slice(checksum.as_ref());
+        lock.write_all(&bytes).context(failed)?;
     }
     lock.commit()
         .map_err(|err| err.error)
         .context("failed to move the new index into place")?;
     Ok(())
-}
-
-/// Bytes gathered before they are hashed and written: large enough that per-call costs vanish.
-const INDEX_WRITE_BUFFER: usize = 256 * 1024;
-
-/// Passes writes through to `inner` and hashes them with SHA-1.
-struct Sha1Writer<W> {
-    inner: W,
-    hash: aws_lc_rs::digest::Context,
-}
-
-impl<W: Write> Sha1Writer<W> {
-    fn new(inner: W) -> Self {
-        Sha1Writer {
-            inner,
-            hash: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY),
-        }
-    }
-
-    fn finish(self) -> aws_lc_rs::digest::Digest {
-        self.hash.finish()
-    }
-}
-
-impl<W: Write> Write for Sha1Writer<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        self.hash.update(&buf[..written]);
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Move the checked-out branch (and HEAD's reflog) to the tip, expecting it where it was.
@@ -871,7 +832,6 @@ mod tests {
     fn the_written_index_is_byte_for_byte_what_gix_writes_and_its_checksum_verifies() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index");
-        // Enough entries that the 256 KiB buffer is flushed several times mid-entry.
         let index = index_with_entries(&path, 20_000);
         let mut expected = Vec::new();
         index

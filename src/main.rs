@@ -18,6 +18,7 @@ mod fetch;
 mod generate;
 mod guard;
 mod health;
+mod index_write;
 mod hooks;
 mod journal;
 mod lfs;

@@ -143,6 +143,10 @@ fn pipeline(
         // Completing the thin pack read objects all over the old packs; the plan reads others.
         checkout.reopen()?;
     }
+    // The plan's tree diff and the LFS check read the same directory trees: with a cache the
+    // second read is a lookup, not another inflate (12% of a 1,000-file update, callgrind).
+    // It goes with this handle, which is reopened before the apply step.
+    checkout.repo.object_cache_size_if_unset(PLAN_OBJECT_CACHE);
     let Some(tip) = fetched.tip else {
         if checkout.head.is_none() {
             // Cloned from an empty remote that still has no commits: nothing to follow yet.
@@ -623,6 +627,10 @@ fn services_or_all(names: &[String]) -> String {
         names.join(" ")
     }
 }
+
+/// The most decoded objects the plan step keeps (trees, mostly): a few megabytes hold every
+/// directory a 1,000-file update touches in a 100,000-file repository.
+const PLAN_OBJECT_CACHE: usize = 4 * 1024 * 1024;
 
 /// Compute the plan for moving HEAD to `tip`.
 pub(crate) fn make_plan(

@@ -770,11 +770,23 @@ fn a_hung_compose_config_is_killed_with_what_it_started() {
         "the deadline must hold although a grandchild keeps the pipe open: took {:?}",
         out.elapsed
     );
-    // Killed: gone, or a zombie waiting for init to reap it.
+    // Killed: gone, or a zombie waiting for init to reap it. A SIGKILL takes effect when the
+    // process is next scheduled, which on a loaded machine can be a moment after pullstart's
+    // exit: look again for up to two seconds before calling it alive.
     let pid = fs::read_to_string(&pid_file).unwrap();
-    let state = fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-        .ok()
-        .and_then(|stat| stat.rsplit(") ").next().map(|rest| rest[..1].to_string()));
+    let state_of = || {
+        fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .ok()
+            .and_then(|stat| stat.rsplit(") ").next().map(|rest| rest[..1].to_string()))
+    };
+    let looked = std::time::Instant::now();
+    let mut state = state_of();
+    while !matches!(state.as_deref(), None | Some("Z"))
+        && looked.elapsed() < std::time::Duration::from_secs(2)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        state = state_of();
+    }
     assert!(
         matches!(state.as_deref(), None | Some("Z")),
         "the compose command's child {} is still running (state {state:?})",
